@@ -1,0 +1,1 @@
+../hypo_dataset/dataset_split.py

@@ -1,0 +1,28 @@
+"""Shared fixtures. Every test runs offline: no hub is reachable on CI or on a developer machine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from helpers import hypo3d_data, scanqa_data, write_images, write_json
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def hypo3d_files(tmp_path):
+    data = hypo3d_data()
+    path = write_json(tmp_path / "hypo3d.json", data)
+    images = write_images(tmp_path / "images", data)
+    return path, images, data
+
+
+@pytest.fixture
+def scanqa_files(tmp_path):
+    data = scanqa_data()
+    path = write_json(tmp_path / "scanqa.json", data)
+    images = write_images(tmp_path / "images", {r["scene_id"] for r in data})
+    return path, images, data

@@ -1,0 +1,102 @@
+"""Config parsing shared by every ``python -m vlm <stage>``.
+
+One dataclass per stage, parsed by transformers' ``HfArgumentParser`` (the parser HF users know:
+field docstrings via ``metadata={"help": …}`` become ``--help``). Two small additions:
+
+* ``--config FILE.yaml`` supplies defaults from YAML; flags on the command line override it.
+  An unknown YAML key is an error naming the file and the key.
+* Fields with ``metadata={"positional": True}`` may also be given positionally, in declaration
+  order (``python -m vlm metrics preds.jsonl`` ≡ ``--predictions preds.jsonl``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+import types
+from pathlib import Path
+from typing import Sequence, TypeVar
+
+import yaml
+
+from vlm.data.errors import DataError
+
+C = TypeVar("C")
+
+
+def _positional_fields(config_cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(config_cls) if f.metadata.get("positional")]
+
+
+def _expand_positionals(argv: list[str], names: list[str]) -> list[str]:
+    """Turn leading bare tokens into ``--name value`` pairs (only before the first flag)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv) and names and not argv[i].startswith("-"):
+        out += [f"--{names.pop(0)}", argv[i]]
+        i += 1
+    return out + argv[i:]
+
+
+def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    for i, tok in enumerate(argv):
+        if tok == "--config" and i + 1 < len(argv):
+            return argv[i + 1], argv[:i] + argv[i + 2 :]
+        if tok.startswith("--config="):
+            return tok.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    return None, argv
+
+
+def load_yaml_defaults(path: str, config_cls: type) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError.single(p, "-", "config file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        loc = f"line {mark.line + 1}" if mark else "-"
+        raise DataError.single(p, loc, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise DataError.single(p, "top level", "expected a mapping of option: value")
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise DataError([(str(p), f"key '{k}'", f"unknown option (known: {', '.join(sorted(known))})") for k in unknown])
+    return data
+
+
+def _parser_class():
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        """HfArgumentParser that knows our one extra field metadata key, ``positional``."""
+
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            if field.metadata.get("positional"):
+                field = copy.copy(field)
+                meta = {k: v for k, v in field.metadata.items() if k != "positional"}
+                meta["help"] = (meta.get("help", "") + " (may also be given positionally)").strip()
+                field.metadata = types.MappingProxyType(meta)
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
+    return Parser
+
+
+def parse_config(config_cls: type[C], argv: Sequence[str] | None = None, prog: str | None = None) -> C:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, argv = _split_config_flag(argv)
+    argv = _expand_positionals(argv, _positional_fields(config_cls))
+    parser = _parser_class()(config_cls, prog=prog, description=config_cls.__doc__)
+    parser.add_argument("--config", metavar="FILE.yaml", help="read defaults for these options from a YAML file")
+    if config_path:
+        defaults = load_yaml_defaults(config_path, config_cls)
+        parser.set_defaults(**defaults)
+        # A required option supplied by YAML is no longer required on the command line.
+        for action in parser._actions:
+            if action.dest in defaults:
+                action.required = False
+    cfg = parser.parse_args_into_dataclasses(args=argv)[0]  # [1]: the namespace holding --config
+    return cfg

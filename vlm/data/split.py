@@ -1,0 +1,112 @@
+"""Seeded, group-disjoint splitting that keeps each benchmark's own file layout.
+
+A *unit* is one question; a *group* is what must not straddle two splits (a scene by default, so
+no scene seen in training is evaluated). Groups are shuffled with a seeded numpy Generator and cut
+by group count with largest-remainder rounding, like sklearn's GroupShuffleSplit but three-way and
+with exact, documented counts. Output rebuilds the input's structure with the original order kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlm.data.errors import DataError
+
+GROUP_BY = ("scene", "change", "none")
+
+
+@dataclass(frozen=True)
+class Unit:
+    scene_id: str
+    path: tuple  # where the question sits in the input: (scene_id, change_idx, qa_idx) or (index,) / (scene_id, index)
+    change_key: str  # scene_id + change index for Hypo3D; the question itself elsewhere
+    unit_key: str
+
+
+def units_of(data: Any, benchmark: str) -> list[Unit]:
+    units: list[Unit] = []
+    if benchmark == "hypo3d":
+        for scene_id, changes in data.items():
+            for ci, change in enumerate(changes):
+                for qi, _ in enumerate(change["questions_answers"]):
+                    key = f"{scene_id}[{ci}]"
+                    units.append(Unit(scene_id, (scene_id, ci, qi), key, f"{key}[{qi}]"))
+    elif isinstance(data, list):  # ScanQA flat
+        for i, rec in enumerate(data):
+            units.append(Unit(rec["scene_id"], (i,), f"[{i}]", f"[{i}]"))
+    else:  # ScanQA grouped by scene
+        for scene_id, recs in data.items():
+            for i, _ in enumerate(recs):
+                units.append(Unit(scene_id, (scene_id, i), f"{scene_id}[{i}]", f"{scene_id}[{i}]"))
+    return units
+
+
+def group_counts(n_groups: int, ratios: list[float]) -> list[int]:
+    """Largest-remainder rounding of ratios * n_groups (ties go to the earlier split); then every split
+    that rounded to zero takes one group from the largest split, as long as that one keeps at least one
+    (small smoke-test sets should still get a test split). A zero left after that means: too few groups."""
+    raw = [r * n_groups for r in ratios]
+    counts = [int(np.floor(x)) for x in raw]
+    order = sorted(range(len(ratios)), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: n_groups - sum(counts)]:
+        counts[i] += 1
+    for i in range(len(counts)):
+        donor = max(range(len(counts)), key=lambda j: (counts[j], -j))
+        if counts[i] == 0 and counts[donor] > 1:
+            counts[donor] -= 1
+            counts[i] += 1
+    return counts
+
+
+def check_ratios(ratios: list[float], names: list[str], file: str | Path) -> None:
+    if len(ratios) != len(names):
+        raise DataError.single(file, "ratios", f"{len(ratios)} ratios for {len(names)} split names {names}")
+    if any(r <= 0 for r in ratios):
+        raise DataError.single(file, "ratios", f"every ratio must be > 0, got {ratios}")
+    if abs(sum(ratios) - 1.0) > 1e-6:
+        raise DataError.single(file, "ratios", f"ratios must sum to 1, got {ratios} (sum {sum(ratios):.6g})")
+
+
+def assign(units: list[Unit], ratios: list[float], names: list[str], seed: int, group_by: str, file: str | Path) -> dict[str, list[Unit]]:
+    if group_by not in GROUP_BY:
+        raise DataError.single(file, "group_by", f"'{group_by}' is not one of {', '.join(GROUP_BY)}")
+    key = {"scene": lambda u: u.scene_id, "change": lambda u: u.change_key, "none": lambda u: u.unit_key}[group_by]
+    groups = list(dict.fromkeys(key(u) for u in units))  # first-appearance order: stable across runs
+    counts = group_counts(len(groups), ratios)
+    empty = [n for n, c in zip(names, counts) if c == 0]
+    if empty:
+        raise DataError.single(
+            file, "-", f"split(s) {', '.join(empty)} would be empty: {len(groups)} {group_by} groups for ratios {ratios}"
+        )
+    perm = np.random.default_rng(seed).permutation(len(groups))
+    split_of: dict[str, str] = {}
+    start = 0
+    for name, count in zip(names, counts):
+        for gi in perm[start : start + count]:
+            split_of[groups[gi]] = name
+        start += count
+    return {name: [u for u in units if split_of[key(u)] == name] for name in names}
+
+
+def rebuild(data: Any, benchmark: str, chosen: list[Unit]) -> Any:
+    """The input's structure restricted to the chosen units, original order and extra keys kept."""
+    keep = {u.path for u in chosen}
+    if benchmark == "hypo3d":
+        out: dict[str, list] = {}
+        for scene_id, changes in data.items():
+            kept_changes = []
+            for ci, change in enumerate(changes):
+                qas = [qa for qi, qa in enumerate(change["questions_answers"]) if (scene_id, ci, qi) in keep]
+                if qas:
+                    kept_changes.append({**change, "questions_answers": qas})
+            if kept_changes:
+                out[scene_id] = kept_changes
+        return out
+    if isinstance(data, list):
+        return [rec for i, rec in enumerate(data) if (i,) in keep]
+    grouped = {sid: [r for i, r in enumerate(recs) if (sid, i) in keep] for sid, recs in data.items()}
+    return {sid: recs for sid, recs in grouped.items() if recs}

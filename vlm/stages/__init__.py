@@ -1,0 +1,1 @@
+"""One module per pipeline stage: a ``Config`` dataclass and a ``main(cfg)``."""

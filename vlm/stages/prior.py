@@ -1,0 +1,78 @@
+"""Answer-prior baseline: what a model scores without looking at the image or the change.
+
+For each test question predict the most frequent training answer among training questions with
+the same pattern (question types + first words of the question), falling back to the types alone,
+then to the overall most frequent answer. A blind model should beat this; a VLM that does not is
+answering from priors. Writes predictions.jsonl in the contract ``evaluate`` uses, so
+``python -m vlm metrics`` scores it like any model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlm.data import load_samples
+from vlm.data.errors import DataError
+from vlm.data.sample import Sample
+from vlm.io import atomic_write_text
+
+PATTERN_WORDS = 3
+
+
+def keys(sample: Sample) -> list[tuple]:
+    """From most to least specific; the empty key is the global prior."""
+    types = tuple(sorted(sample.question_type))
+    words = tuple(sample.question.lower().split()[:PATTERN_WORDS])
+    return [(types, words), (types,), ()]
+
+
+def fit(train: list[Sample]) -> dict[tuple, str]:
+    counts: dict[tuple, Counter] = defaultdict(Counter)
+    for s in train:
+        for k in keys(s):
+            counts[k][s.answer.strip().lower()] += 1
+    # most_common breaks ties by first appearance: deterministic for a fixed training file
+    return {k: c.most_common(1)[0][0] for k, c in counts.items()}
+
+
+def prediction_record(sample: Sample, prediction: str, **extra) -> dict:
+    """One line of predictions.jsonl (the contract between evaluate-like stages and metrics)."""
+    return {
+        "id": sample.id,
+        "benchmark": sample.benchmark,
+        "scene_id": sample.scene_id,
+        "question": sample.question,
+        "question_type": sample.question_type,
+        "change_type": sample.context.get("change_type"),
+        "prediction": prediction,
+        "references": sample.answers,
+        **extra,
+    }
+
+
+@dataclass
+class Config:
+    """Answer-prior baseline (no model): most frequent training answer per question pattern."""
+
+    train: str = field(metadata={"help": "training split (Hypo3D or ScanQA JSON)"})
+    test: str = field(metadata={"help": "split to predict"})
+    out: str = field(metadata={"help": "predictions.jsonl to write"})
+    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | auto"})
+
+
+def main(cfg: Config) -> int:
+    train = load_samples(cfg.train, cfg.benchmark)
+    test = load_samples(cfg.test, cfg.benchmark)
+    if not train:
+        raise DataError.single(cfg.train, "top level", "no questions to learn a prior from")
+    table = fit(train)
+    lines = []
+    for s in test:
+        answer = next(table[k] for k in keys(s) if k in table)
+        lines.append(json.dumps(prediction_record(s, answer, model="prior", mode="blind"), ensure_ascii=False))
+    atomic_write_text(Path(cfg.out), "\n".join(lines) + "\n")
+    print(f"prior baseline: {len(test)} predictions from {len(train)} training questions -> {cfg.out}")
+    return 0

@@ -1,0 +1,39 @@
+"""Check a benchmark file and its images before any model is loaded.
+
+    python -m vlm validate hypo_dataset/sample/hypo3d.json --images_dir hypo_dataset/sample/images
+
+Prints a summary (questions, scenes, question / change types) and exits 0, or prints every problem
+as ``FILE: location: what is wrong`` and exits 2.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from vlm.data import load_samples
+
+
+@dataclass
+class Config:
+    """Validate a Hypo3D / ScanQA file (and its images and axis definitions)."""
+
+    data: str = field(metadata={"help": "benchmark JSON file", "positional": True})
+    images_dir: str = field(default="", metadata={"help": "folder with {scene_id}.png (checked when given)"})
+    axis_definitions: str = field(default="", metadata={"help": "Hypo3D axis definitions (.xlsx sheet 'Sheet1' or .csv)"})
+    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | auto"})
+
+
+def main(cfg: Config) -> int:
+    samples = load_samples(cfg.data, cfg.benchmark, cfg.images_dir or None, cfg.axis_definitions or None)
+    qtypes = Counter(t for s in samples for t in s.question_type)
+    ctypes = Counter(s.context.get("change_type") for s in samples if s.context.get("change_type"))
+    bench = samples[0].benchmark if samples else cfg.benchmark
+    print(f"{cfg.data}: OK — {len(samples)} questions, {len({s.scene_id for s in samples})} scenes ({bench})")
+    for title, counts in (("question types", qtypes), ("change types", ctypes)):
+        if counts:
+            print(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    with_image = sum(s.image is not None for s in samples)
+    if cfg.images_dir:
+        print(f"  images: {with_image}/{len(samples)} questions have an image")
+    return 0
