@@ -19,6 +19,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "split": ("vlm.stages.split", "seeded, scene-disjoint train/val/test split in the input's own format"),
     "prior": ("vlm.stages.prior", "answer-prior baseline: most frequent training answer per question pattern"),
     "metrics": ("vlm.metrics", "score a predictions.jsonl with the benchmark's official metrics"),
+    "zoo": ("vlm.models.zoo", "build / list the tiny local checkpoints behind zoo:<name> ids"),
+    "family": ("vlm.models.registry", "print a model's family (from its config.json model_type)"),
 }
 
 

@@ -25,17 +25,24 @@ from vlm.data.errors import DataError
 C = TypeVar("C")
 
 
-def _positional_fields(config_cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(config_cls) if f.metadata.get("positional")]
+def _positional_fields(config_cls: type) -> list[tuple[str, bool]]:
+    """(name, takes a list) of the fields marked positional, in declaration order."""
+    return [(f.name, getattr(f.type, "__origin__", f.type) is list or str(f.type).startswith("list"))
+            for f in dataclasses.fields(config_cls) if f.metadata.get("positional")]
 
 
-def _expand_positionals(argv: list[str], names: list[str]) -> list[str]:
-    """Turn leading bare tokens into ``--name value`` pairs (only before the first flag)."""
+def _expand_positionals(argv: list[str], fields: list[tuple[str, bool]]) -> list[str]:
+    """Turn leading bare tokens into ``--name value`` pairs (only before the first flag); a list field
+    takes every remaining bare token."""
     out: list[str] = []
     i = 0
-    while i < len(argv) and names and not argv[i].startswith("-"):
-        out += [f"--{names.pop(0)}", argv[i]]
-        i += 1
+    for name, is_list in fields:
+        take = 0
+        while i + take < len(argv) and not argv[i + take].startswith("-") and (is_list or take == 0):
+            take += 1
+        if take:
+            out += [f"--{name}", *argv[i:i + take]]
+            i += take
     return out + argv[i:]
 
 

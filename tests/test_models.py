@@ -1,0 +1,158 @@
+"""Model layer: family registry from config.json, the adapter contract on every family, the zoo.
+
+Uses the random-init ``*-mirror`` zoo entries: tiny widths, but the real checkpoints' preprocessing
+(image size, patch, pinpoints / pixel bounds), so the real processor paths run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from helpers import REPO, run_vlm
+from vlm.data.errors import DataError
+from vlm.models import family_of, load_model
+from vlm.models.base import IGNORE_INDEX, blind
+
+FAMILIES = {"llava-ov": "llava_onevision", "qwen2-vl": "qwen2_vl", "cobra": "cobra"}
+IMAGE = REPO / "hypo_dataset" / "sample" / "images" / "toy0000.png"
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory):
+    import os
+
+    path = tmp_path_factory.mktemp("zoo")
+    old = os.environ.get("VLM_ZOO_DIR")
+    os.environ["VLM_ZOO_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("VLM_ZOO_DIR")
+    else:
+        os.environ["VLM_ZOO_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def mirrors(zoo_dir):
+    return {prefix: load_model(f"zoo:{prefix}-mirror", device="cpu") for prefix in FAMILIES}
+
+
+def conversation(with_image: bool = True):
+    first = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": "How many chairs are there?"}]
+    return [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": [{"type": "text", "text": "two"}]},
+        {"role": "user", "content": [{"type": "text", "text": "Where is the two-seat sofa?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "front left"}]},
+    ]
+
+
+def image():
+    return Image.open(IMAGE).convert("RGB")
+
+
+# ---------------------------------------------------------------------------------------------- registry
+@pytest.mark.parametrize("prefix", FAMILIES)
+def test_family_comes_from_config_model_type(mirrors, prefix):
+    assert family_of(f"zoo:{prefix}-mirror") == FAMILIES[prefix]
+    assert mirrors[prefix].family == FAMILIES[prefix]
+
+
+def test_family_errors_are_one_clear_line(tmp_path):
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(DataError, match="'bert' is not supported \\(supported: llava_onevision, qwen2_vl, qwen2_5_vl, cobra\\)"):
+        family_of(str(tmp_path / "bert"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="config.json: not found"):
+        family_of(str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="unknown zoo entry"):
+        family_of("zoo:nope")
+
+
+def test_family_cli(zoo_dir):
+    r = run_vlm("family", "zoo:qwen2-vl-mirror", env={"VLM_ZOO_DIR": str(zoo_dir)})
+    assert r.returncode == 0 and r.stdout.strip() == "qwen2_vl", r.stderr
+    r = run_vlm("family", "/nonexistent/model")
+    assert r.returncode == 2 and "not a checkpoint folder" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------- adapter contract
+@pytest.mark.parametrize("prefix", FAMILIES)
+def test_labels_cover_assistant_turns_only(mirrors, prefix):
+    ad = mirrors[prefix]
+    batch = ad.training_batch([conversation(), conversation()[:2]], [image(), image()])
+    tok = ad.tokenizer
+    for row, expected in ((0, "two<|im_end|>front left<|im_end|>"), (1, "two<|im_end|>")):
+        labels = batch["labels"][row]
+        assert tok.decode(labels[labels != IGNORE_INDEX]) == expected
+    # image tokens and padding are never labels; the row with fewer turns is right-padded
+    assert not ((batch["input_ids"] == ad.image_token_id) & (batch["labels"] != IGNORE_INDEX)).any()
+    assert batch["attention_mask"][1, -1] == 0 and batch["labels"][1, -1] == IGNORE_INDEX
+    with torch.no_grad():
+        out = ad.model(**batch)  # the model checks image tokens against its vision features
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("prefix", FAMILIES)
+def test_blind_mode_has_no_image_tokens(mirrors, prefix):
+    ad = mirrors[prefix]
+    conv = blind(conversation())
+    assert all(item["type"] == "text" for m in conv for item in m["content"])
+    batch = ad.training_batch([conv], [None])
+    assert "pixel_values" not in batch
+    assert not (batch["input_ids"] == ad.image_token_id).any()
+    with torch.no_grad():
+        assert torch.isfinite(ad.model(**batch).loss)
+    with pytest.raises(ValueError, match="an image item but no image"):
+        ad.training_batch([conversation()], [None])
+
+
+@pytest.mark.parametrize("prefix", FAMILIES)
+def test_batched_left_padded_generation_equals_one_by_one(mirrors, prefix):
+    ad = mirrors[prefix]
+    convs = [conversation()[:1], [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the room in detail, please."}]}],
+             blind(conversation())[:1]]
+    imgs = [image(), image().transpose(Image.FLIP_LEFT_RIGHT), None]
+    cfg = {"max_new_tokens": 4}
+    batched = ad.generate(convs, imgs, cfg)
+    single = [ad.generate([c], [i], cfg)[0] for c, i in zip(convs, imgs)]
+    assert batched == single
+
+
+@pytest.mark.parametrize("prefix", FAMILIES)
+def test_lora_targets_language_model_only(mirrors, prefix):
+    from peft import LoraConfig, get_peft_model
+
+    ad = mirrors[prefix]
+    model = get_peft_model(ad.model, LoraConfig(r=2, target_modules=ad.lora_targets()))
+    try:
+        wrapped = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and not n.endswith(("lora_A", "lora_B"))]
+        assert wrapped and all("language_model" in n for n in wrapped)
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert trainable and all("lora_" in n for n in trainable)
+    finally:
+        model.unload()  # give the shared mirror back without adapters
+
+
+# ---------------------------------------------------------------------------------------------- zoo
+def test_zoo_build_is_deterministic(tmp_path, monkeypatch):
+    from vlm.models import zoo
+
+    states = []
+    for run in ("a", "b"):
+        monkeypatch.setenv("VLM_ZOO_DIR", str(tmp_path / run))
+        path = zoo.ensure("cobra-mirror")
+        states.append((path / "tokenizer.json").read_bytes())
+        states.append(load_model(str(path), device="cpu").model.state_dict())
+    assert states[0] == states[2]
+    assert states[1].keys() == states[3].keys()
+    assert all(torch.equal(states[1][k], states[3][k]) for k in states[1])
+
+
+def test_zoo_list(zoo_dir):
+    r = run_vlm("zoo", "list", env={"VLM_ZOO_DIR": str(zoo_dir)})
+    assert r.returncode == 0 and "zoo:llava-ov-teacher" in r.stdout and "zoo:cobra-mirror" in r.stdout

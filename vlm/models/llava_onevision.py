@@ -1,0 +1,56 @@
+"""LLaVA-OneVision (SigLIP tower + projector + Qwen2 LM): ``llava-hf/llava-onevision-qwen2-{0.5b,7b}-ov-hf``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vlm.models.base import VLMAdapter
+
+if TYPE_CHECKING:
+    from vlm.models.zoo import ZooSpec
+
+# The real checkpoints' anyres grid: 384-px tiles, 1..6 per side.
+REAL_PINPOINTS = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]
+
+
+class Adapter(VLMAdapter):
+    family = "llava_onevision"
+
+
+def zoo_model(tokenizer, spec: "ZooSpec"):
+    """A tiny LlavaOnevisionForConditionalGeneration + LlavaOnevisionProcessor that agree with each other.
+
+    Trained entries: 48-px images, 16-px patches (one toy-world cell = one patch), a single 48-px pinpoint
+    (the vision tower still runs twice: base image + one anyres tile -> 9 + 3*(3+1) = 21 image tokens).
+    Mirror entries keep the real checkpoints' preprocessing: 384 px, patch 14, the 36 pinpoints, anyres_max_9.
+    """
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor,
+                              Qwen2Config, SiglipVisionConfig)
+
+    from vlm.models.tokenizer import chat_template
+
+    size, patch = (384, 14) if spec.mirror else (spec.image_size, spec.patch_size)
+    pinpoints = REAL_PINPOINTS if spec.mirror else [[size, size]]
+    # SigLIP normalisation (mean = std = 0.5), as in the real image processor config.
+    image_processor = LlavaOnevisionImageProcessor(size={"height": size, "width": size}, image_grid_pinpoints=pinpoints,
+                                                   image_mean=[0.5] * 3, image_std=[0.5] * 3, do_pad=True)
+    video_processor = LlavaOnevisionVideoProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    template = chat_template("<image>\n")
+    processor = LlavaOnevisionProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+                                        num_image_tokens=(size // patch) ** 2, vision_feature_select_strategy="full",
+                                        vision_aspect_ratio="anyres_max_9", chat_template=template)
+    vision = SiglipVisionConfig(hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
+                                num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
+                                image_size=size, patch_size=patch, vision_use_head=False)
+    text = Qwen2Config(vocab_size=len(tokenizer), hidden_size=spec.text_hidden, intermediate_size=2 * spec.text_hidden,
+                       num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
+                       num_key_value_heads=spec.kv_heads, max_position_embeddings=4096, tie_word_embeddings=True,
+                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    config = LlavaOnevisionConfig(vision_config=vision, text_config=text,
+                                  image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                                  video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+                                  vision_feature_select_strategy="full", vision_feature_layer=-1,
+                                  image_grid_pinpoints=pinpoints, vision_aspect_ratio="anyres_max_9",
+                                  tie_word_embeddings=True)
+    return LlavaOnevisionForConditionalGeneration(config), processor
