@@ -34,3 +34,32 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def resume_jsonl(path: str | Path, key: str = "id") -> dict[str, dict]:
+    """Records already in an append-only JSONL, by ``key``. A process killed mid-write can leave a partial
+    last line: it is cut off here (the file is truncated to its last complete line) so appending resumes cleanly."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with path.open("r+b") as f:
+            f.truncate(len(complete))
+    records = {}
+    for line in complete.decode("utf-8").splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            records[str(rec[key])] = rec
+    return records
+
+
+def append_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Append whole lines and fsync: after a crash every line on disk is complete except possibly the last."""
+    if not records:
+        return
+    with Path(path).open("a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())

@@ -326,6 +326,21 @@ class Prediction:
         )
 
 
+def prediction_record(sample, prediction: str, **extra) -> dict:
+    """One line of predictions.jsonl (the contract between evaluate-like stages and metrics)."""
+    return {
+        "id": sample.id,
+        "benchmark": sample.benchmark,
+        "scene_id": sample.scene_id,
+        "question": sample.question,
+        "question_type": sample.question_type,
+        "change_type": sample.context.get("change_type"),
+        "prediction": prediction,
+        "references": sample.answers,
+        **extra,
+    }
+
+
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -620,6 +635,11 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+def write_metrics(path: Path, result: Mapping[str, Any]) -> None:
+    """metrics.json, atomically; NaN (an empty group) becomes null."""
+    atomic_write_text(path, json.dumps(_json_safe(dict(result)), indent=2, allow_nan=False) + "\n")
+
+
 def main(cfg: Config) -> int:
     path = Path(cfg.predictions)
     records = load_predictions(path)
@@ -644,7 +664,7 @@ def main(cfg: Config) -> int:
     )
     result = {"predictions": str(path), **result}
     out = Path(cfg.out) if cfg.out else path.with_name("metrics.json")
-    atomic_write_text(out, json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n")
+    write_metrics(out, result)
     print(format_table(result))
     print(f"\nwrote {out}")
     return 0

@@ -69,3 +69,13 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
     )
     tok.model_max_length = 4096
     return tok
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the vocabulary (token -> id) and the special tokens: equal fingerprints mean a teacher's
+    cached token ids are the student's token ids (logits align 1:1)."""
+    import hashlib
+    import json
+
+    payload = {"vocab": sorted(tokenizer.get_vocab().items()), "special": sorted(map(str, tokenizer.all_special_tokens))}
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()

@@ -107,7 +107,8 @@ def ensure(name: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------- data
 PROMPT_WORDS = [  # prompt vocabulary of the recipes, so their words are single tokens too
-    "user", "assistant", "system", "List every cell of the room.", "nothing", "Describe the room.", "Describe the room after this change:",
+    "user", "assistant", "system", "Describe the scene: what is at each location?", "nothing", "Describe the room.",
+    "Describe the scene after this change.", 
     "Scene orientation:", "Context change:", "Question:", "Answer with a single word or short phrase.",
     "Answer:", "Let's think step by step.", "Reasoning:", "Review the reasoning and correct it if needed.",
     "<SUMMARY>", "</SUMMARY>", "<CAPTION>", "</CAPTION>", "<REASONING>", "</REASONING>", "<CONCLUSION>", "</CONCLUSION>",
@@ -148,7 +149,7 @@ def tokenizer_corpus() -> list[str]:
     return texts
 
 
-LISTING_PROMPT = "List every cell of the room."
+LISTING_PROMPT = "Describe the scene: what is at each location?"  # = the hypo3d-cot recipe's first phase
 
 
 def grid_listing(scene) -> str:
@@ -198,7 +199,7 @@ def conversations(scenes: int, seed: int, image_size: int = 48) -> list[tuple[li
                         else f"Question: {qa['question']}", qa["answer"])
                        for k, qa in enumerate(change["questions_answers"])])
         if rng.random() < 0.3:
-            blocks.append([(f"Describe the room after this change: {change['context_change']}",
+            blocks.append([(f"Context change: {change['context_change']}\nDescribe the scene after this change.",
                             change["changed_scene_description"])])
         rng.shuffle(blocks)
         turns = listing + [turn for block in blocks for turn in block]

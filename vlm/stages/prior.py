@@ -18,6 +18,7 @@ from vlm.data import load_samples
 from vlm.data.errors import DataError
 from vlm.data.sample import Sample
 from vlm.io import atomic_write_text
+from vlm.metrics import prediction_record
 
 
 
@@ -35,21 +36,6 @@ def fit(train: list[Sample]) -> dict[tuple, str]:
             counts[k][s.answer.strip().lower()] += 1
     # most_common breaks ties by first appearance: deterministic for a fixed training file
     return {k: c.most_common(1)[0][0] for k, c in counts.items()}
-
-
-def prediction_record(sample: Sample, prediction: str, **extra) -> dict:
-    """One line of predictions.jsonl (the contract between evaluate-like stages and metrics)."""
-    return {
-        "id": sample.id,
-        "benchmark": sample.benchmark,
-        "scene_id": sample.scene_id,
-        "question": sample.question,
-        "question_type": sample.question_type,
-        "change_type": sample.context.get("change_type"),
-        "prediction": prediction,
-        "references": sample.answers,
-        **extra,
-    }
 
 
 @dataclass

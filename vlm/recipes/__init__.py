@@ -1,0 +1,189 @@
+"""Reasoning recipes as data: ``vlm/recipes/<name>.yaml`` (or any YAML path).
+
+A recipe is an ordered list of phases; each phase is a prompt template, whether the image is attached,
+``max_new_tokens``, optionally ``when`` (a sample field that must be non-empty, e.g. ``context_change``) and
+``gold`` (the sample field holding that phase's reference text, for CE training on gold CoT). Running a recipe
+gives one multi-turn conversation: user prompt, model output, next prompt, …; the final phase's output is the
+answer (or the text inside ``answer_tag``, e.g. LLaVA-CoT's ``<CONCLUSION>``). Students train on every
+assistant turn of that conversation.
+
+Template fields: ``{question}``, ``{task}`` (the benchmark's question block: context change + question for
+Hypo3D, the question for ScanQA), ``{context_change}``, ``{orientation}``, ``{orientation_line}`` ("Scene
+orientation: …\\n" or ""), and the outputs of earlier phases by phase name.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vlm.data.errors import DataError, Problems
+from vlm.data.sample import Sample
+
+RECIPES_DIR = Path(__file__).resolve().parent
+SAMPLE_FIELDS = ("question", "task", "context_change", "orientation", "orientation_line")
+PHASE_KEYS = {"name", "prompt", "image", "max_new_tokens", "when", "gold"}
+RECIPE_KEYS = {"name", "description", "phases", "answer_tag"}
+
+Conversation = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    prompt: str
+    image: bool = False
+    max_new_tokens: int = 64
+    when: str | None = None
+    gold: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    phases: tuple[Phase, ...]
+    description: str = ""
+    answer_tag: str | None = None
+
+    # ------------------------------------------------------------------ rendering
+    def active(self, sample: Sample) -> list[Phase]:
+        f = fields(sample)
+        return [p for p in self.phases if not p.when or f.get(p.when)]
+
+    def prompt(self, phase: Phase, sample: Sample, outputs: dict[str, str]) -> str:
+        return phase.prompt.format(**fields(sample), **outputs)
+
+    def conversation(self, sample: Sample, outputs: list[str], *, blind: bool = False) -> Conversation:
+        """User/assistant turns for the active phases: one assistant turn per given output; if fewer outputs
+        than phases, it ends on the next phase's user turn (the generation prompt)."""
+        phases = self.active(sample)
+        named = {p.name: o for p, o in zip(phases, outputs)}
+        conv: Conversation = []
+        for i, phase in enumerate(phases[: len(outputs) + 1]):
+            content = [{"type": "image"}] if phase.image and not blind else []
+            content.append({"type": "text", "text": self.prompt(phase, sample, named)})
+            conv.append({"role": "user", "content": content})
+            if i < len(outputs):
+                conv.append({"role": "assistant", "content": [{"type": "text", "text": outputs[i]}]})
+        return conv
+
+    def answer(self, outputs: list[str]) -> str:
+        final = outputs[-1] if outputs else ""
+        if self.answer_tag:
+            m = re.search(rf"<{self.answer_tag}>(.*?)(?:</{self.answer_tag}>|$)", final, re.S)
+            if m:
+                return m.group(1).strip()
+        return final.strip()
+
+    def gold(self, sample: Sample) -> list[str] | None:
+        """Reference outputs for every active phase (the last one is the gold answer), or None when the
+        dataset lacks a phase's gold text."""
+        out = []
+        phases = self.active(sample)
+        for phase in phases[:-1]:
+            text = sample.context.get(phase.gold) if phase.gold else None
+            if not text:
+                return None
+            out.append(text)
+        answer = sample.answer
+        out.append(f"<{self.answer_tag}>{answer}</{self.answer_tag}>" if self.answer_tag else answer)
+        return out
+
+
+def fields(sample: Sample) -> dict[str, str]:
+    ctx = sample.context
+    change = ctx.get("context_change") or ""
+    orientation = ctx.get("orientation") or ""
+    task = f"Context change: {change}\nQuestion: {sample.question}" if change else f"Question: {sample.question}"
+    return {
+        "question": sample.question,
+        "task": task,
+        "context_change": change,
+        "orientation": orientation,
+        "orientation_line": f"Scene orientation: {orientation}\n" if orientation else "",
+    }
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A recipe by name (vlm/recipes/<name>.yaml) or by YAML path, validated; errors name the file and key."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise DataError.single(name_or_path, "-", f"unknown recipe (available: {', '.join(available())})")
+    if not path.is_file():
+        raise DataError.single(path, "-", "recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DataError.single(path, f"line {mark.line + 1}" if mark else "-", f"invalid YAML: {e}") from None
+    problems = Problems(path)
+    if not isinstance(data, dict):
+        problems.add("top level", "expected a mapping with name and phases")
+        problems.raise_if_any()
+    for key in sorted(set(data) - RECIPE_KEYS):
+        problems.add(f"key '{key}'", f"unknown (known: {', '.join(sorted(RECIPE_KEYS))})")
+    raw_phases = data.get("phases")
+    if not isinstance(raw_phases, list) or not raw_phases:
+        problems.add("phases", "expected a non-empty list")
+        problems.raise_if_any()
+    phases, seen = [], []
+    for i, raw in enumerate(raw_phases):
+        where = f"phases[{i}]"
+        if not isinstance(raw, dict):
+            problems.add(where, "expected a mapping")
+            continue
+        for key in sorted(set(raw) - PHASE_KEYS):
+            problems.add(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(PHASE_KEYS))})")
+        if not isinstance(raw.get("name"), str) or not isinstance(raw.get("prompt"), str):
+            problems.add(where, "needs a string 'name' and a string 'prompt'")
+            continue
+        try:
+            used = {f for _, f, _, _ in string.Formatter().parse(raw["prompt"]) if f}
+        except ValueError as e:
+            problems.add(f"{where}.prompt", f"bad template: {e}")
+            continue
+        for field_name in sorted(used - set(SAMPLE_FIELDS) - set(seen)):
+            problems.add(f"{where}.prompt", f"unknown field '{{{field_name}}}' (fields: {', '.join(SAMPLE_FIELDS + tuple(seen))})")
+        seen.append(raw["name"])
+        phases.append(Phase(name=raw["name"], prompt=raw["prompt"], image=bool(raw.get("image", False)),
+                            max_new_tokens=int(raw.get("max_new_tokens", 64)), when=raw.get("when"), gold=raw.get("gold")))
+    if sum(p.image for p in phases) > 1:
+        problems.add("phases", "at most one phase may attach the image")
+    problems.raise_if_any()
+    return Recipe(name=str(data.get("name", path.stem)), phases=tuple(phases), description=str(data.get("description", "")).strip(),
+                  answer_tag=data.get("answer_tag"))
+
+
+def run(recipe: Recipe, adapter, samples: list[Sample], images: list, *, blind: bool = False,
+        gen_cfg: dict | None = None) -> list[list[str]]:
+    """Run every phase of the recipe for a batch of samples: phase by phase, batched across the samples
+    that have that phase (a phase's prompt sees the earlier outputs). Returns the outputs per sample."""
+    outputs: list[list[str]] = [[] for _ in samples]
+    active = [recipe.active(s) for s in samples]
+    for step in range(max(map(len, active))):
+        rows = [i for i, phases in enumerate(active) if step < len(phases)]
+        by_tokens: dict[int, list[int]] = {}
+        for i in rows:  # one generate call per max_new_tokens value
+            by_tokens.setdefault(active[i][step].max_new_tokens, []).append(i)
+        for max_new, idx in by_tokens.items():
+            convs = [recipe.conversation(samples[i], outputs[i], blind=blind) for i in idx]
+            imgs = [None if blind or not _shows_image(c) else images[i] for i, c in zip(idx, convs)]
+            texts = adapter.generate(convs, imgs, {**(gen_cfg or {}), "max_new_tokens": max_new})
+            for i, text in zip(idx, texts):
+                outputs[i].append(text)
+    return outputs
+
+
+def _shows_image(conversation: Conversation) -> bool:
+    return any(item.get("type") == "image" for m in conversation for item in m["content"])

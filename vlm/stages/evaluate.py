@@ -1,0 +1,94 @@
+"""Evaluate a model (+ optional LoRA adapter) with a reasoning recipe, in normal or blind mode.
+
+    python -m vlm evaluate --model zoo:llava-ov-student --data RUN/split/cot_test.json \
+        --images_dir hypo_dataset/sample/images --recipe hypo3d-cot --mode blind --out_dir RUN/eval/student_zeroshot/hypo3d-cot/blind
+
+Writes ``predictions.jsonl`` (one line per sample, appended batch by batch: a re-run skips the ids already
+there, so a killed evaluation resumes), then ``metrics.json`` (the benchmark's official metrics) and
+``eval_meta.json`` (what was evaluated). ``--limit`` for smoke runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlm.data import load_samples
+from vlm.data.errors import DataError
+from vlm.io import append_jsonl, atomic_write_text, dumps_json, resume_jsonl
+
+
+@dataclass
+class Config:
+    """Evaluate model x recipe x mode on a benchmark split; resumable per-sample predictions + metrics."""
+
+    model: str = field(metadata={"help": "hub id, local checkpoint folder or zoo:<name>"})
+    data: str = field(metadata={"help": "benchmark split (Hypo3D or ScanQA JSON)"})
+    out_dir: str = field(metadata={"help": "folder for predictions.jsonl, metrics.json, eval_meta.json"})
+    adapter: str = field(default="", metadata={"help": "PEFT adapter folder (LoRA) to apply"})
+    recipe: str = field(default="direct", metadata={"help": "recipe name (vlm/recipes/*.yaml) or YAML path"})
+    mode: str = field(default="normal", metadata={"help": "normal | blind (no image, no image tokens)", "choices": ["normal", "blind"]})
+    images_dir: str = field(default="", metadata={"help": "folder with {scene_id}.png (needed in normal mode)"})
+    axis_definitions: str = field(default="", metadata={"help": "Hypo3D axis definitions (.xlsx/.csv) for the orientation"})
+    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | auto"})
+    variant: str = field(default="", metadata={"help": "label for the report (e.g. student_kd)"})
+    limit: int = field(default=0, metadata={"help": "evaluate only the first N samples (0: all)"})
+    batch_size: int = field(default=16, metadata={"help": "samples per generate call"})
+    dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    no_sbert: bool = field(default=False, metadata={"help": "skip the SBERT similarity metric"})
+
+
+def main(cfg: Config) -> int:
+    from tqdm import tqdm
+
+    from vlm import metrics
+    from vlm.models import load_model
+    from vlm.recipes import load_recipe, run
+
+    recipe = load_recipe(cfg.recipe)
+    blind = cfg.mode == "blind"
+    samples = load_samples(cfg.data, cfg.benchmark, cfg.images_dir or None, cfg.axis_definitions or None)
+    if cfg.limit:
+        samples = samples[: cfg.limit]
+    if not samples:
+        raise DataError.single(cfg.data, "top level", "no questions to evaluate")
+    if not blind and any(s.image is None for s in samples):
+        raise DataError.single(cfg.data, "-", "normal mode needs images: pass --images_dir (or --mode blind)")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pred_file = out / "predictions.jsonl"
+    done = resume_jsonl(pred_file)
+    todo = [s for s in samples if s.id not in done]
+    if done:
+        print(f"evaluate: resuming {pred_file}: {len(done)} done, {len(todo)} to go")
+    if todo:
+        from PIL import Image
+
+        adapter = load_model(cfg.model, adapter=cfg.adapter or None, dtype=cfg.dtype, device=cfg.device)
+        bar = tqdm(total=len(todo), desc=f"{cfg.variant or cfg.model} {recipe.name} {cfg.mode}", unit="q")
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = todo[start : start + cfg.batch_size]
+            images = [None if blind else Image.open(s.image).convert("RGB") for s in batch]
+            t0 = time.perf_counter()
+            outputs = run(recipe, adapter, batch, images, blind=blind)
+            seconds = (time.perf_counter() - t0) / len(batch)
+            append_jsonl(pred_file, [
+                metrics.prediction_record(s, recipe.answer(o), recipe=recipe.name, mode=cfg.mode,
+                                          phases=[{"name": p.name, "output": t} for p, t in zip(recipe.active(s), o)],
+                                          seconds=round(seconds, 4))
+                for s, o in zip(batch, outputs)
+            ])
+            bar.update(len(batch))
+        bar.close()
+    wanted = {s.id for s in samples}
+    records = [r for r in resume_jsonl(pred_file).values() if r["id"] in wanted]
+    result = metrics.compute_metrics(records, use_sbert=not cfg.no_sbert)
+    metrics.write_metrics(out / "metrics.json", {"predictions": str(pred_file), **result})
+    meta = {"variant": cfg.variant or Path(cfg.model).name, "recipe": recipe.name, "mode": cfg.mode, "model": cfg.model,
+            "adapter": cfg.adapter or None, "benchmark": result["benchmark"], "n": result["n"], "data": cfg.data}
+    atomic_write_text(out / "eval_meta.json", dumps_json(meta))
+    head = "em" if result["benchmark"] == "hypo3d" else "em@1"
+    print(f"evaluate: {meta['variant']} {recipe.name} {cfg.mode}: {head} {result['overall'][head]:.2f} on {result['n']} -> {out}")
+    return 0
