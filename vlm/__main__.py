@@ -18,7 +18,11 @@ STAGES: dict[str, tuple[str, str]] = {
     "validate": ("vlm.stages.validate", "check a dataset file (and its images) without loading a model"),
     "split": ("vlm.stages.split", "seeded, scene-disjoint train/val/test split in the input's own format"),
     "prior": ("vlm.stages.prior", "answer-prior baseline: most frequent training answer per question pattern"),
+    "evaluate": ("vlm.stages.evaluate", "model (+adapter) x recipe x normal/blind -> resumable predictions.jsonl + metrics.json"),
+    "finetune": ("vlm.stages.finetune", "LoRA (or full) fine-tune with the HF Trainer: CE on gold answers/CoT, or KD from a teacher cache"),
+    "generate_cot": ("vlm.stages.generate_cot", "teacher CoT transcripts + raw top-k logit cache for KD"),
     "metrics": ("vlm.metrics", "score a predictions.jsonl with the benchmark's official metrics"),
+    "report": ("vlm.stages.report", "collect every metrics.json of a run into report.md, plots and results.json"),
     "zoo": ("vlm.models.zoo", "build / list the tiny local checkpoints behind zoo:<name> ids"),
     "family": ("vlm.models.registry", "print a model's family (from its config.json model_type)"),
 }

@@ -48,4 +48,18 @@ def load_samples(
     return parse_scanqa(data, path, images)
 
 
-__all__ = ["DataError", "BENCHMARKS", "Sample", "detect_benchmark", "load_hypo3d", "load_samples", "load_scanqa"]
+def load_split(path, *, benchmark: str = "auto", images_dir=None, axis_definitions=None, limit: int = 0,
+               need_images: bool = True) -> list[Sample]:
+    """What every model stage reads: a validated split (first ``limit`` samples), with images when the stage
+    runs in normal mode — a missing --images_dir is one clear error, before any model loads."""
+    samples = load_samples(path, benchmark, images_dir or None, axis_definitions or None)
+    if limit:
+        samples = samples[:limit]
+    if not samples:
+        raise DataError.single(path, "top level", "no questions")
+    if need_images and any(s.image is None for s in samples):
+        raise DataError.single(path, "-", "normal mode needs images: pass --images_dir (or --mode blind)")
+    return samples
+
+
+__all__ = ["load_split", "DataError", "BENCHMARKS", "Sample", "detect_benchmark", "load_hypo3d", "load_samples", "load_scanqa"]

@@ -273,7 +273,7 @@ def pretrain(adapter, spec: ZooSpec, name: str) -> dict:
             remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False,
             use_cpu=not __import__("torch").cuda.is_available(),
         )
-        trainer = Trainer(model=adapter.model, args=args, train_dataset=_ListDataset(data),
+        trainer = Trainer(model=adapter.model, args=args, train_dataset=data,
                           data_collator=lambda rows: dict(adapter.training_batch([r[0] for r in rows], [r[1] for r in rows])))
         result = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -287,7 +287,6 @@ def evaluate_card(adapter, spec: ZooSpec, n_scenes: int = 40) -> dict:
     listing names correctly (the grounding figure); ``qa_em_after_listing``: EM (official Hypo3D
     normalisation) on questions asked after that listing; ``qa_em_direct``: the same questions asked first."""
     from vlm.metrics import hypo3d_exact_match
-    from vlm.models.base import blind
 
     rows = []  # (image, reference listing, [(question, answer)])
     for conv, image in conversations(n_scenes, EVAL_SEED, spec.image_size):
@@ -327,17 +326,6 @@ def evaluate_card(adapter, spec: ZooSpec, n_scenes: int = 40) -> dict:
             preds = run(convs, q_imgs, 16)
             card[f"{key}_{mode}"] = round(100 * sum(hypo3d_exact_match(p, a) for p, a in zip(preds, answers)) / len(answers), 2)
     return card
-
-
-class _ListDataset:
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return self.rows[i]
 
 
 # ---------------------------------------------------------------------------------------------- CLI

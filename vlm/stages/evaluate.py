@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlm.data import load_samples
-from vlm.data.errors import DataError
+from vlm.data import load_split
 from vlm.io import append_jsonl, atomic_write_text, dumps_json, resume_jsonl
 
 
@@ -49,13 +48,8 @@ def main(cfg: Config) -> int:
 
     recipe = load_recipe(cfg.recipe)
     blind = cfg.mode == "blind"
-    samples = load_samples(cfg.data, cfg.benchmark, cfg.images_dir or None, cfg.axis_definitions or None)
-    if cfg.limit:
-        samples = samples[: cfg.limit]
-    if not samples:
-        raise DataError.single(cfg.data, "top level", "no questions to evaluate")
-    if not blind and any(s.image is None for s in samples):
-        raise DataError.single(cfg.data, "-", "normal mode needs images: pass --images_dir (or --mode blind)")
+    samples = load_split(cfg.data, benchmark=cfg.benchmark, images_dir=cfg.images_dir, axis_definitions=cfg.axis_definitions,
+                         limit=cfg.limit, need_images=cfg.mode == "normal")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pred_file = out / "predictions.jsonl"

@@ -1,0 +1,165 @@
+"""CoT generation with the raw logit cache, KD fine-tuning, torchrun, tokenizer checks (zoo models, toy data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import REPO
+from vlm.kd.cache import LogitCache
+
+SAMPLE = REPO / "hypo_dataset" / "sample"
+
+
+def vlm(*args, zoo_dir=None, timeout=900):
+    env = {**os.environ}
+    if zoo_dir is not None:
+        env["VLM_ZOO_DIR"] = str(zoo_dir)
+    return subprocess.run([sys.executable, "-m", "vlm", *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def common(data=SAMPLE / "hypo3d.json"):
+    return ["--data", data, "--images_dir", SAMPLE / "images"]
+
+
+@pytest.fixture(scope="module")
+def cot_run(tmp_path_factory):
+    """Cross-family: a LLaVA-OV teacher's CoT + cache, for a Cobra student (the zoo shares one tokenizer)."""
+    root = tmp_path_factory.mktemp("distill")
+    zoo_dir = root / "zoo"
+    r = vlm("generate_cot", "--teacher", "zoo:llava-ov-mirror", "--student", "zoo:cobra-mirror", *common(), "--limit", 6,
+            "--batch_size", 3, "--out_dir", root / "cot", zoo_dir=zoo_dir)
+    assert r.returncode == 0, r.stderr
+    return root, zoo_dir
+
+
+def test_cache_matches_transcripts_and_student_labels(cot_run):
+    root, zoo_dir = cot_run
+    os.environ["VLM_ZOO_DIR"] = str(zoo_dir)
+    from vlm.data import load_samples
+    from vlm.io import resume_jsonl
+    from vlm.kd.losses import align_teacher
+    from vlm.models import load_model
+    from vlm.recipes import load_recipe
+    from vlm.stages.finetune import Collator
+
+    meta = json.loads((root / "cot" / "cot_meta.json").read_text())
+    assert meta["kd"] is True and meta["recipe"] == "hypo3d-cot" and meta["top_k"] == 64
+    cache = LogitCache(root / "cot" / "logits")
+    transcripts = resume_jsonl(root / "cot" / "transcripts.jsonl")
+    assert set(cache.ids()) == set(transcripts) and len(cache) == 6
+    # the student's labels on the same transcript are exactly the cached targets (align_teacher checks it)
+    student = load_model("zoo:cobra-mirror", device="cpu")
+    samples = load_samples(SAMPLE / "hypo3d.json", images_dir=SAMPLE / "images")[:6]
+    recipe = load_recipe("hypo3d-cot")
+    rows = [(s, [p["output"] for p in transcripts[s.id]["phases"]]) for s in samples]
+    batch = Collator(student, recipe, False, cache)(rows)
+    assert batch["teacher_ids"].shape[:2] == batch["labels"].shape
+    topk = align_teacher(batch["labels"], [cache.get(s.id) for s, _ in rows], [s.id for s, _ in rows])
+    assert torch.equal(topk.ids, batch["teacher_ids"])
+
+
+@pytest.mark.slow
+def test_rescored_argmax_is_the_generated_token(tmp_path):
+    """Greedy CoT from a trained zoo teacher, re-scored teacher-forced: the cached top-1 is the generated token
+    at every position of every transcript whose phases all ended on their own (not cut by max_new_tokens)."""
+    r = vlm("generate_cot", "--teacher", "zoo:llava-ov-teacher", *common(), "--limit", 24, "--out_dir", tmp_path / "cot")
+    assert r.returncode == 0, r.stderr
+    cache = LogitCache(tmp_path / "cot" / "logits")
+    from vlm.io import resume_jsonl
+    from vlm.recipes import load_recipe
+
+    recipe = load_recipe("hypo3d-cot")
+    limits = {p.name: p.max_new_tokens for p in recipe.phases}
+    checked = 0
+    for sid, t in resume_jsonl(tmp_path / "cot" / "transcripts.jsonl").items():
+        row = cache.get(sid)
+        top1 = row.ids[:, 0].long()
+        if all(len(p["output"].split()) < limits[p["name"]] // 2 for p in t["phases"]):  # ended by <|im_end|>
+            assert torch.equal(top1, row.target_ids.long()), sid
+            checked += 1
+    assert checked >= 12
+
+
+def test_kd_step_lowers_the_kl_term(cot_run):
+    root, zoo_dir = cot_run
+    os.environ["VLM_ZOO_DIR"] = str(zoo_dir)
+    from peft import LoraConfig, get_peft_model
+
+    from vlm.data import load_samples
+    from vlm.io import resume_jsonl
+    from vlm.kd.cache import TopK
+    from vlm.kd.losses import kd_loss
+    from vlm.models import load_model
+    from vlm.recipes import load_recipe
+    from vlm.stages.finetune import Collator
+
+    torch.manual_seed(0)
+    student = load_model("zoo:cobra-mirror", device="cpu")
+    cache = LogitCache(root / "cot" / "logits")
+    transcripts = resume_jsonl(root / "cot" / "transcripts.jsonl")
+    samples = load_samples(SAMPLE / "hypo3d.json", images_dir=SAMPLE / "images")[:4]
+    batch = Collator(student, load_recipe("hypo3d-cot"), False, cache)(
+        [(s, [p["output"] for p in transcripts[s.id]["phases"]]) for s in samples])
+    model = get_peft_model(student.model, LoraConfig(r=4, target_modules=student.lora_targets()))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    teacher = TopK(batch.pop("teacher_ids"), batch.pop("teacher_logprobs").float(), batch.pop("teacher_log_tail"))
+    labels = batch.pop("labels")
+    kls = []
+    for _ in range(5):
+        kd, n = kd_loss(model(**batch).logits.float(), labels, teacher)
+        (kd / n).backward()
+        opt.step()
+        opt.zero_grad()
+        kls.append(float(kd.detach() / n))
+    assert kls[-1] < kls[0] * 0.9, kls
+
+
+def test_kd_finetune_and_2_process_torchrun(cot_run, tmp_path):
+    root, zoo_dir = cot_run
+    args = ["--model", "zoo:cobra-mirror", *common(), "--limit", 6, "--loss", "kd", "--cot_dir", root / "cot",
+            "--max_steps", 3, "--batch_size", 1, "--grad_accum", 2]
+    r = vlm("finetune", *args, "--out_dir", tmp_path / "single", zoo_dir=zoo_dir)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "single" / "adapter" / "adapter_config.json").is_file()
+    logs = [json.loads(line) for line in (tmp_path / "single" / "trainer_log.jsonl").read_text().splitlines()]
+    assert any("kd_loss" in entry for entry in logs)
+    env = {**os.environ, "VLM_ZOO_DIR": str(zoo_dir)}
+    torchrun = shutil.which("torchrun", path=str(REPO / ".venv" / "bin")) or shutil.which("torchrun")
+    r = subprocess.run([torchrun, "--nproc-per-node", "2", "-m", "vlm", "finetune", *map(str, args), "--out_dir", str(tmp_path / "ddp")],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "ddp" / "adapter" / "adapter_config.json").is_file()
+    cfg = json.loads((tmp_path / "ddp" / "train_config.json").read_text())
+    assert cfg["kd_active"] is True
+
+
+def test_different_tokenizer_refused_or_falls_back_to_ce(cot_run, tmp_path):
+    root, zoo_dir = cot_run
+    from vlm.models import zoo
+
+    os.environ["VLM_ZOO_DIR"] = str(zoo_dir)
+    other = tmp_path / "other-student"
+    shutil.copytree(zoo.ensure("cobra-mirror"), other)
+    tok = json.loads((other / "tokenizer.json").read_text())
+    tok["added_tokens"].append({**tok["added_tokens"][-1], "id": 5000, "content": "<|extra|>"})
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    base = ["--teacher", "zoo:llava-ov-mirror", "--student", other, *common(), "--limit", 2]
+    r = vlm("generate_cot", *base, "--out_dir", tmp_path / "refused", zoo_dir=zoo_dir)
+    assert r.returncode == 2 and "tokenizers of zoo:llava-ov-mirror and" in r.stderr and "--fallback_to_ce" in r.stderr
+    r = vlm("generate_cot", *base, "--fallback_to_ce", "--out_dir", tmp_path / "fallback", zoo_dir=zoo_dir)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "fallback" / "cot_meta.json").read_text())
+    assert meta["kd"] is False and "differ" in meta["fallback_reason"]
+    assert not (tmp_path / "fallback" / "logits").exists()
+    r = vlm("finetune", "--model", "zoo:cobra-mirror", *common(), "--limit", 2, "--loss", "kd", "--cot_dir", tmp_path / "fallback",
+            "--max_steps", 1, "--out_dir", tmp_path / "ce", zoo_dir=zoo_dir)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "ce" / "train_config.json").read_text())["kd_active"] is False

@@ -1,0 +1,265 @@
+"""Fine-tune a VLM with the HF Trainer: LoRA (peft) by default, two losses from one code path.
+
+    # CE on gold answers (the standard LoRA baseline), or on gold CoT when the recipe has gold phases
+    python -m vlm finetune --model zoo:llava-ov-student --data RUN/split/cot_train.json --images_dir IMG --out_dir RUN/train/student_lora
+    # KD: CE on the teacher's CoT + divergence to its cached raw top-k distributions
+    python -m vlm finetune --model zoo:llava-ov-student --data RUN/split/cot_train.json --images_dir IMG \
+        --loss kd --cot_dir RUN/cot --alpha 0.5 --temperature 1.0 --out_dir RUN/train/student_kd
+
+loss = alpha * CE + (1 - alpha) * T^2 * D(teacher_T || student_T) over assistant tokens only, next-token
+shifted, token-mean over the whole accumulated batch (the Trainer's ``num_items_in_batch``), so gradient
+accumulation and the number of devices do not change the objective. Saves the PEFT adapter
+(``out_dir/adapter``, save_pretrained), the Trainer log as ``trainer_log.jsonl``, and resumes from the last
+checkpoint in ``out_dir/checkpoints``. Runs unchanged under ``torchrun --nproc-per-node N -m vlm finetune …``
+(gloo on CPU, NCCL on GPU) or ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from vlm.data import load_split
+from vlm.data.errors import DataError
+from vlm.io import atomic_write_text, dumps_json, resume_jsonl
+
+TEACHER_KEYS = ("teacher_ids", "teacher_logprobs", "teacher_log_tail")
+
+
+@dataclass
+class Config:
+    """LoRA / full fine-tune with the HF Trainer; loss ce (gold) or kd (teacher CoT + cached logits)."""
+
+    model: str = field(metadata={"help": "hub id, local checkpoint folder or zoo:<name>"})
+    data: str = field(metadata={"help": "training split (Hypo3D or ScanQA JSON)"})
+    out_dir: str = field(metadata={"help": "run folder: adapter/, checkpoints/, trainer_log.jsonl, train_config.json"})
+    loss: str = field(default="ce", metadata={"help": "ce | kd", "choices": ["ce", "kd"]})
+    recipe: str = field(default="direct", metadata={"help": "ce: recipe whose gold phases are the target (direct = gold answer)"})
+    cot_dir: str = field(default="", metadata={"help": "kd: generate_cot output (transcripts.jsonl + logits/)"})
+    alpha: float = field(default=0.5, metadata={"help": "kd: weight of CE; 1 - alpha weighs the divergence"})
+    temperature: float = field(default=1.0, metadata={"help": "kd: softmax temperature T (the divergence is scaled by T^2)"})
+    divergence: str = field(default="forward_kl", metadata={"help": "kd: forward_kl | reverse_kl | jsd",
+                                                            "choices": ["forward_kl", "reverse_kl", "jsd"]})
+    jsd_beta: float = field(default=0.5, metadata={"help": "kd: beta of the generalised JSD"})
+    mode: str = field(default="normal", metadata={"help": "train with the image (normal) or without (blind)", "choices": ["normal", "blind"]})
+    images_dir: str = field(default="", metadata={"help": "folder with {scene_id}.png"})
+    axis_definitions: str = field(default="", metadata={"help": "Hypo3D axis definitions (.xlsx/.csv)"})
+    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | auto"})
+    epochs: float = field(default=3.0, metadata={"help": "training epochs"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after N optimizer steps (overrides epochs when > 0)"})
+    batch_size: int = field(default=8, metadata={"help": "per-device batch size"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (cosine schedule, 5% warmup)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    full_finetune: bool = field(default=False, metadata={"help": "train all language-model weights instead of LoRA (vision tower stays frozen)"})
+    save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps (resume point)"})
+    limit: int = field(default=0, metadata={"help": "train on the first N samples only (0: all)"})
+    seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
+    dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16"})
+
+
+# ---------------------------------------------------------------------------------------------- data
+def training_rows(cfg: Config, samples, recipe):
+    """Per sample the assistant turns to learn: gold (ce) or the teacher's transcript (kd)."""
+    if cfg.loss == "kd":
+        transcripts = resume_jsonl(Path(cfg.cot_dir) / "transcripts.jsonl")
+        if not transcripts:
+            raise DataError.single(Path(cfg.cot_dir) / "transcripts.jsonl", "-", "no teacher transcripts (run generate_cot first)")
+        rows = [(s, [p["output"] for p in transcripts[s.id]["phases"]]) for s in samples if s.id in transcripts]
+        if not rows:
+            raise DataError.single(cfg.data, "-", f"none of its ids are in {cfg.cot_dir}/transcripts.jsonl")
+        return rows
+    rows, missing = [], []
+    for s in samples:
+        gold = recipe.gold(s)
+        (rows.append((s, gold)) if gold else missing.append(s.id))
+    if missing:
+        needs = ", ".join(p.gold for p in recipe.phases if p.gold)
+        raise DataError.single(cfg.data, f"{len(missing)} samples (first: {missing[0]})",
+                               f"recipe '{recipe.name}' trains on gold phases ({needs}) these samples lack; use --recipe direct")
+    return rows
+
+
+class Collator:
+    """Adapter training batch (+ the teacher's top-k tensors scattered onto the label positions for kd)."""
+
+    def __init__(self, adapter, recipe, blind: bool, cache=None):
+        self.adapter, self.recipe, self.blind, self.cache = adapter, recipe, blind, cache
+
+    def __call__(self, rows):
+        from PIL import Image
+
+        convs = [self.recipe.conversation(s, outputs, blind=self.blind) for s, outputs in rows]
+        images = [None if self.blind else Image.open(s.image).convert("RGB") for s, _ in rows]
+        batch = dict(self.adapter.training_batch(convs, images))
+        if self.cache is not None:
+            from vlm.kd.losses import align_teacher
+
+            ids = [s.id for s, _ in rows]
+            topk = align_teacher(batch["labels"], [self.cache.get(i) for i in ids], ids)  # checks token alignment
+            batch.update(teacher_ids=topk.ids, teacher_logprobs=topk.logprobs, teacher_log_tail=topk.log_tail)
+        return batch
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+def make_trainer_class():
+    from transformers import Trainer
+
+    from vlm.kd.cache import TopK
+    from vlm.kd.losses import ce_sum, combined_loss, kd_loss
+
+    class DistillTrainer(Trainer):
+        """compute_loss = (alpha*CE + (1-alpha)*T^2*KD) summed over target tokens / num_items_in_batch (the target
+        count of the whole accumulated batch), so the loss is already scaled for gradient accumulation."""
+
+        loss_is_scaled_for_ga = True
+
+        def __init__(self, *args, kd: Config | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.kd = kd
+            self.model_accepts_loss_kwargs = True  # make the Trainer count num_items_in_batch for us
+            self._parts: dict[str, list[float]] = {"ce_loss": [], "kd_loss": []}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            teacher = {k: inputs.pop(k) for k in TEACHER_KEYS if k in inputs}
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            logits = outputs.logits.float()
+            n = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum()
+            ce = ce_sum(logits, labels)
+            if teacher and self.kd is not None:
+                topk = TopK(teacher["teacher_ids"], teacher["teacher_logprobs"].float(), teacher["teacher_log_tail"])
+                kd, _ = kd_loss(logits, labels, topk, divergence=self.kd.divergence, beta=self.kd.jsd_beta,
+                                temperature=self.kd.temperature)
+                loss = combined_loss(ce, kd, n, self.kd.alpha, self.kd.temperature)
+                self._parts["kd_loss"].append(float(kd.detach() / n))
+            else:
+                loss = ce / n
+            self._parts["ce_loss"].append(float(ce.detach() / n))
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                loss = loss * self.args.world_size  # DDP averages gradients over ranks; n is the global count
+            return (loss, outputs) if return_outputs else loss
+
+        def log(self, logs, *args, **kwargs):
+            for key, values in self._parts.items():
+                if values and "loss" in logs:
+                    # per-step token-mean parts, summed over the accumulation micro-batches of each step
+                    logs[key] = round(sum(values) / max(1, len(values)) * self.args.gradient_accumulation_steps, 4)
+                    values.clear()
+            super().log(logs, *args, **kwargs)
+
+    return DistillTrainer
+
+
+def jsonl_log_callback(path: Path):
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                with path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    return JsonlLog()
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(cfg: Config) -> int:
+    from transformers import TrainingArguments
+
+    from vlm.models import load_model
+    from vlm.recipes import load_recipe
+
+    cot_meta = _cot_meta(cfg) if cfg.loss == "kd" else {}
+    recipe = load_recipe(cot_meta.get("recipe", cfg.recipe))
+    samples = load_split(cfg.data, benchmark=cfg.benchmark, images_dir=cfg.images_dir, axis_definitions=cfg.axis_definitions,
+                         limit=cfg.limit, need_images=cfg.mode == "normal")
+    blind = cfg.mode == "blind"
+    rows = training_rows(cfg, samples, recipe)
+    cache = None
+    if cfg.loss == "kd" and cot_meta.get("kd", True):
+        from vlm.kd.cache import LogitCache
+
+        cache = LogitCache(Path(cfg.cot_dir) / "logits")
+        rows = [r for r in rows if r[0].id in cache]
+    elif cfg.loss == "kd":
+        print(f"finetune: WARNING no logit cache ({cot_meta.get('fallback_reason')}); CE on the teacher's CoT only")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "adapter").is_dir():
+        print(f"finetune: {out / 'adapter'} exists — nothing to do")
+        return 0
+    torch.manual_seed(cfg.seed)
+    adapter = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if not torch.cuda.is_available() else "auto")
+    if cache is not None:
+        _check_tokenizer(cache, adapter, cfg)
+    model = adapter.model
+    if cfg.full_finetune:
+        for name, p in model.named_parameters():
+            p.requires_grad = "language_model" in name  # vision tower and projector stay as they are
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                                 target_modules=adapter.lora_targets()))
+    model.train()
+    atomic_write_text(out / "train_config.json", dumps_json({**asdict(cfg), "recipe_resolved": recipe.name, "examples": len(rows),
+                                                           "kd_active": cache is not None,
+                                                           "kd_fallback_reason": cot_meta.get("fallback_reason")}))
+    ckpt_dir = out / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.lr, lr_scheduler_type="cosine",
+        warmup_steps=0.05, weight_decay=0.0, logging_steps=5, logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=1, report_to=[], seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False,
+        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        # torchrun on CPU needs gloo; set only when launched distributed (accelerate then initialises the group)
+        ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        average_tokens_across_devices=True,
+    )
+    trainer = make_trainer_class()(model=model, args=args, train_dataset=rows,
+                                   data_collator=Collator(adapter, recipe, blind, cache), kd=cfg if cache is not None else None,
+                                   callbacks=[jsonl_log_callback(out / "trainer_log.jsonl")])
+    resume = any(ckpt_dir.glob("checkpoint-*"))
+    if resume:
+        print(f"finetune: resuming from the last checkpoint in {ckpt_dir}")
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    if trainer.is_world_process_zero():
+        tmp = out / "adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        if cfg.full_finetune:
+            adapter.processor.save_pretrained(tmp)
+        tmp.rename(out / "adapter")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the adapter is the result; checkpoints were only resume points
+        print(f"finetune: {cfg.loss} on {len(rows)} examples -> {out / 'adapter'}")
+    return 0
+
+
+def _cot_meta(cfg: Config) -> dict:
+    meta = Path(cfg.cot_dir) / "cot_meta.json"
+    if not meta.is_file():
+        raise DataError.single(meta, "-", "not found: --cot_dir must be a generate_cot output folder")
+    return json.loads(meta.read_text())
+
+
+def _check_tokenizer(cache, adapter, cfg: Config) -> None:
+    from vlm.models.tokenizer import tokenizer_fingerprint
+
+    want = cache.meta.get("tokenizer")
+    have = tokenizer_fingerprint(adapter.tokenizer)
+    vocab = adapter.model.get_output_embeddings().weight.shape[0]
+    if cache.vocab_size != vocab:
+        raise DataError.single(Path(cfg.cot_dir) / "logits" / "index.json", "vocab_size",
+                               f"{cache.vocab_size} in the cache but {vocab} in {cfg.model}'s output layer")
+    if want and want != have:
+        raise DataError.single(Path(cfg.cot_dir) / "logits" / "index.json", "meta.tokenizer",
+                               f"the cache was built with a different tokenizer than {cfg.model}'s; KD needs the same vocabulary "
+                               "(re-run generate_cot with --student, or train this student with --loss ce)")
