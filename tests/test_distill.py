@@ -163,3 +163,29 @@ def test_different_tokenizer_refused_or_falls_back_to_ce(cot_run, tmp_path):
             "--max_steps", 1, "--out_dir", tmp_path / "ce", zoo_dir=zoo_dir)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "ce" / "train_config.json").read_text())["kd_active"] is False
+
+
+def test_finetune_resumes_from_its_last_checkpoint(tmp_path):
+    import signal
+    import time
+
+    zoo_dir, out = tmp_path / "zoo", tmp_path / "run"
+    cmd = [sys.executable, "-m", "vlm", "finetune", "--model", "zoo:qwen2-vl-mirror", *map(str, common()), "--limit", "16",
+           "--max_steps", "200", "--save_steps", "4", "--batch_size", "2", "--out_dir", str(out)]
+    env = {**os.environ, "VLM_ZOO_DIR": str(zoo_dir)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "checkpoints").glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "adapter").exists(), "the kill should land before the end"
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming from the last checkpoint" in r.stdout
+    steps = [json.loads(line)["step"] for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 200 and (out / "adapter" / "adapter_config.json").is_file()
+    # the second run started after step 1: its first logged step is past the checkpoint, not 1 again
+    restart = [s for a, s in zip(steps, steps[1:]) if s <= a]
+    assert restart and restart[0] > 1, steps
