@@ -1,37 +1,37 @@
 #!/usr/bin/env bash
-# CoT distillation study on Hypo3D:  bash pipelines/cot_inference_pipeline_hypo3d.sh [TEACHER STUDENT JSON]
+# CoT distillation study on Hypo3D.
 #
-# With no arguments it runs the embedded default: zoo teacher/student on the toy-world sample.
-# Every artifact goes to a unique runs/pipeline_run_* directory; RUN_DIR=<dir> resumes one.
+#   bash pipelines/cot_inference_pipeline_hypo3d.sh [TEACHER STUDENT JSON]
 #
-# Stages so far: split (teacher-LoRA vs CoT pool, then CoT train/val/test) and the answer-prior
-# baseline scored with the official metrics. Model stages (zero-shot, LoRA, CoT + logit cache, KD,
-# blind evaluation, report) land with the model layer.
+# With no arguments: the embedded default, zoo teacher/student (LLaVA-OneVision architecture, built on
+# first use) on the toy-world sample in the real Hypo3D format. On a GPU, e.g.:
+#   bash pipelines/cot_inference_pipeline_hypo3d.sh llava-hf/llava-onevision-qwen2-7b-ov-hf \
+#        llava-hf/llava-onevision-qwen2-0.5b-ov-hf hypo_dataset/contextvqa_full.json
+#
+# Stages: validate, split (teacher LoRA vs CoT; then CoT train/val/test), answer-prior floor, teacher
+# zero-shot, teacher LoRA, teacher CoT + raw top-k logit cache, student zero-shot, student LoRA, student KD
+# LoRA, every variant evaluated direct and with the CoT recipe, normal and blind, report.
+# Everything lands in runs/pipeline_run_*; RUN_DIR=<that dir> resumes (finished stages are skipped).
+#
+# Environment (default):
+#   IMAGES_DIR (JSON dir/images)  AXIS_DEFINITIONS (JSON dir/axis_definition.xlsx)  RECIPE (hypo3d-cot)
+#   SEED (42)  LIMIT (0 = all)  TEACHER_EPOCHS (3)  EPOCHS (3)  LR (1e-3; ~2e-4 for 7B models)  BATCH_SIZE (8)
+#   ALPHA (0.5)  TEMPERATURE (1.0)  DIVERGENCE (forward_kl)  TOP_K (64)  KD_FALLBACK (0; 1 = CE on the CoT if
+#   the tokenizers differ)  RUN_DIR (resume)  PYTHON (.venv/bin/python if present)
 set -euo pipefail
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 source "$(dirname "$0")/lib/common.sh"
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then usage "$0"; exit 0; fi
+PIPELINE_ARGS="$*"
 
 TEACHER="${1:-zoo:llava-ov-teacher}"
 STUDENT="${2:-zoo:llava-ov-student}"
 DATA="${3:-hypo_dataset/sample/hypo3d.json}"
+BENCHMARK=hypo3d
 IMAGES_DIR="${IMAGES_DIR:-$(dirname "$DATA")/images}"
 AXIS_DEFINITIONS="${AXIS_DEFINITIONS:-$(dirname "$DATA")/axis_definition.xlsx}"
-SEED="${SEED:-42}"
+study_defaults
+require_file "$DATA" "benchmark JSON"
+require_file "$IMAGES_DIR" "images dir (set IMAGES_DIR)"
 
-make_run_dir "$TEACHER" "$STUDENT" hypo3d
-log "teacher=$TEACHER student=$STUDENT data=$DATA images=$IMAGES_DIR axes=$AXIS_DEFINITIONS seed=$SEED run=$RUN_DIR"
-
-# 0. the data is checked (images and axis file included) before anything else runs
-run_stage validate -- "${VLM[@]}" validate "$DATA" --images_dir "$IMAGES_DIR" --axis_definitions "$AXIS_DEFINITIONS"
-
-# 1. scene-disjoint splits: teacher-LoRA train/val vs the CoT pool, then CoT train/val/test
-run_stage split_teacher -- "$PYTHON" hypo_dataset/dataset_split.py 0.4 0.1 0.5 "$DATA" 1 "$RUN_DIR" --seed "$SEED"
-run_stage split_cot -- "$PYTHON" hypo_dataset/dataset_split.py 0.6 0.1 0.3 "$RUN_DIR/split/cot_pool.json" 2 "$RUN_DIR" --seed "$SEED"
-
-# 2. the floor every model must clear: answer priors learnt from the CoT-train split, no image
-mkdir -p "$RUN_DIR/eval/prior"
-run_stage eval_prior -- "${VLM[@]}" prior --train "$RUN_DIR/split/cot_train.json" --test "$RUN_DIR/split/cot_test.json" \
-  --out "$RUN_DIR/eval/prior/predictions.jsonl"
-run_stage metrics_prior -- "${VLM[@]}" metrics "$RUN_DIR/eval/prior/predictions.jsonl"
-
-log "done: $RUN_DIR (metrics: $RUN_DIR/eval/prior/metrics.json)"
+start_run "$TEACHER" "$STUDENT" "$BENCHMARK" "${STUDY_VARS[@]}"
+source "$(dirname "$0")/lib/study.sh"

@@ -1,4 +1,4 @@
-# Shared runner for the study scripts: unique run directories, logged and resumable stages.
+# Shared runner for the study scripts: unique run directories, logged, resumable stages, the manifest.
 # Source it from a pipeline:  source "$(dirname "$0")/lib/common.sh"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -10,35 +10,66 @@ export PYTHON
 VLM=("$PYTHON" -m vlm)
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
 
-# sanitise NAME: model ids like llava-hf/llava-onevision-qwen2-7b-ov-hf or zoo:tiny become path-safe
-slug() { printf '%s' "$1" | sed -E 's#^.*/##; s#[^A-Za-z0-9._-]+#-#g; s#^-+|-+$##g' | cut -c1-40; }
+# print the script's header comment (its --help)
+usage() { sed -n '2,/^[^#]/p' "$1" | sed '$d; s/^# \{0,1\}//'; }
 
-# make_run_dir TEACHER STUDENT BENCHMARK -> sets RUN_DIR (or resumes the existing $RUN_DIR)
-make_run_dir() {
+# path-safe id: llava-hf/llava-onevision-qwen2-7b-ov-hf -> llava-onevision-qwen2-7b-ov-hf, zoo:x -> zoo-x
+slug() { printf '%s' "$1" | sed -E 's#/+$##; s#^.*/##; s#[^A-Za-z0-9._-]+#-#g; s#^-+|-+$##g' | cut -c1-40; }
+
+# the model family from the checkpoint's config.json (never from the id string)
+family() { "${VLM[@]}" family "$1"; }
+
+# start_run TEACHER STUDENT BENCHMARK VAR... : create (or, with RUN_DIR=<dir>, resume) the run directory,
+# echo the configuration and record it with the provenance in manifest.json
+start_run() {
+  local teacher="$1" student="$2" bench="$3"; shift 3
   if [[ -n "${RUN_DIR:-}" ]]; then
-    [[ -d "$RUN_DIR" ]] || { log "RUN_DIR=$RUN_DIR does not exist"; exit 2; }
-    log "resuming $RUN_DIR"
+    [[ -d "$RUN_DIR" ]] || die "RUN_DIR=$RUN_DIR does not exist"
+    log "resuming $RUN_DIR (finished stages are skipped)"
   else
     local base
-    base="runs/pipeline_run_$(date -u +%Y%m%dT%H%M%SZ)_$(slug "$1")_$(slug "$2")_$(slug "$3")"
+    base="${RUNS_DIR:-runs}/pipeline_run_$(date -u +%Y%m%dT%H%M%SZ)_$(slug "$teacher")_$(slug "$student")_$(slug "$bench")"
     # 4 random hex digits + mkdir (atomic): two pipelines started in the same second never share a dir
-    until RUN_DIR="${base}_$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')" && mkdir "$RUN_DIR" 2>/dev/null; do :; done
+    until RUN_DIR="${base}_$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')" && mkdir -p "$(dirname "$RUN_DIR")" && mkdir "$RUN_DIR" 2>/dev/null; do :; done
   fi
-  mkdir -p "$RUN_DIR/logs"
   export RUN_DIR
+  mkdir -p "$RUN_DIR/logs"
+  local pairs=() var
+  log "config:"
+  for var in "$@"; do
+    printf '    %-18s %s\n' "$var" "${!var:-}" >&2
+    pairs+=("$var=${!var:-}")
+  done
+  printf '    %-18s %s\n' RUN_DIR "$RUN_DIR" >&2
+  "$PYTHON" -m vlm.manifest init "$RUN_DIR" --command "$0 ${PIPELINE_ARGS:-}" --config "${pairs[@]}" \
+    || die "cannot write $RUN_DIR/manifest.json"
 }
 
-# run_stage NAME -- command ... : logs to $RUN_DIR/logs/NAME.log, skips when NAME.done exists
+# run_stage NAME -- command ... : skipped when RUN_DIR/NAME.done exists; otherwise runs the command through
+# the manifest runner (log in logs/NAME.log, status / wall time / peak memory in manifest.json); the first
+# failure stops the pipeline with the log's path
 run_stage() {
-  local name="$1"; shift; [[ "$1" == "--" ]] && shift
-  local done_marker="$RUN_DIR/$name.done" logfile="$RUN_DIR/logs/$name.log" start
-  if [[ -f "$done_marker" ]]; then log "skip $name (done)"; return 0; fi
+  local name="$1"; shift; [[ "${1:-}" == "--" ]] && shift
+  if [[ -f "$RUN_DIR/$name.done" ]]; then log "skip $name (done)"; return 0; fi
   log "stage $name"
-  start=$(date +%s)
-  if "$@" 2>&1 | tee "$logfile"; then
-    echo "$(( $(date +%s) - start ))" > "$done_marker"
+  if "$PYTHON" -m vlm.manifest run "$RUN_DIR" "$name" -- "$@"; then
+    date -u +%Y-%m-%dT%H:%M:%SZ > "$RUN_DIR/$name.done"
   else
-    log "stage $name FAILED — see $logfile"; exit 1
+    die "stage $name failed — see $RUN_DIR/logs/$name.log (fix and re-run with RUN_DIR=$RUN_DIR to resume)"
   fi
+}
+
+# require_file PATH WHAT : one clear error for a missing input
+require_file() { [[ -e "$1" ]] || die "$2 not found: $1"; }
+
+# Study settings every script shares: environment value or default. (The scripts' --help lists them.)
+STUDY_VARS=(TEACHER STUDENT DATA BENCHMARK IMAGES_DIR AXIS_DEFINITIONS RECIPE SEED LIMIT TEACHER_EPOCHS EPOCHS LR BATCH_SIZE
+            ALPHA TEMPERATURE DIVERGENCE TOP_K KD_FALLBACK)
+study_defaults() {
+  RECIPE="${RECIPE:-hypo3d-cot}" SEED="${SEED:-42}" LIMIT="${LIMIT:-0}"
+  TEACHER_EPOCHS="${TEACHER_EPOCHS:-3}" EPOCHS="${EPOCHS:-3}" LR="${LR:-1e-3}" BATCH_SIZE="${BATCH_SIZE:-8}"
+  ALPHA="${ALPHA:-0.5}" TEMPERATURE="${TEMPERATURE:-1.0}" DIVERGENCE="${DIVERGENCE:-forward_kl}" TOP_K="${TOP_K:-64}"
+  KD_FALLBACK="${KD_FALLBACK:-0}" AXIS_DEFINITIONS="${AXIS_DEFINITIONS:-}"
 }

@@ -471,11 +471,23 @@ def provenance(run_dir: Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def kd_warnings(run_dir: Path) -> list[str]:
+    """A KD student that could not distil (tokenizers differ) trained with CE on the teacher's CoT: say so."""
+    out = []
+    for meta_file in sorted(run_dir.glob("cot*/cot_meta.json")):
+        meta = _read_json_object(meta_file)
+        if meta.get("kd") is False:
+            out.append(f"{meta_file.relative_to(run_dir)}: no logit cache ({meta.get('fallback_reason')}); "
+                       "the KD student was trained with CE on the teacher's CoT only")
+    return out
+
+
 def collect(run_dir: Path, headline: str = "auto", n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Everything the report shows, as numbers (percent, 0–100). Reads only; writes nothing."""
     entries = discover(run_dir)
     scores = Scores()
     incomplete, missing, warnings = status_lists(entries)
+    warnings += kd_warnings(run_dir)
     return {
         "run_dir": str(run_dir),
         "headline": headline,

@@ -1,0 +1,124 @@
+"""The run manifest (``RUN_DIR/manifest.json``) and the stage runner behind ``pipelines/lib/common.sh``.
+
+    python -m vlm.manifest init RUN_DIR --command "…" --config KEY=VALUE …   # provenance, once per run
+    python -m vlm.manifest run RUN_DIR NAME -- command …                     # one stage
+
+``run`` executes the stage command, tees its output to ``logs/NAME.log``, and records status, wall time and
+peak memory (max RSS of the stage's processes) in the manifest; exit code = the command's. Provenance: the
+command line, the pipeline's resolved configuration, git commit + dirty flag, package versions, device, seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vlm.io import atomic_write_text, dumps_json
+
+PACKAGES = ("torch", "torchvision", "transformers", "peft", "accelerate", "datasets", "sentence-transformers", "safetensors")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _git(repo: Path, *args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def provenance(repo: Path) -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    device = "cpu"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return {"git_commit": _git(repo, "rev-parse", "HEAD") or None, "git_dirty": bool(_git(repo, "status", "--porcelain")),
+            "python": platform.python_version(), "platform": platform.platform(), "packages": versions, "device": device,
+            "cpus": os.cpu_count()}
+
+
+def load(run_dir: Path) -> dict:
+    path = run_dir / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+
+
+def save(run_dir: Path, manifest: dict) -> None:
+    atomic_write_text(run_dir / "manifest.json", dumps_json(manifest))
+
+
+def init(run_dir: Path, command: str, config: dict[str, str]) -> None:
+    manifest = load(run_dir)
+    runs = manifest.setdefault("invocations", [])
+    runs.append({"started": _now(), "command": command})
+    manifest.setdefault("start_time", runs[0]["started"])
+    manifest["command"] = command
+    manifest["config"] = config
+    manifest["seed"] = config.get("SEED")
+    manifest.update(provenance(Path(__file__).resolve().parents[1]))
+    save(run_dir, manifest)
+
+
+def run_stage(run_dir: Path, name: str, cmd: list[str]) -> int:
+    log_path = run_dir / "logs" / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    manifest = load(run_dir)
+    manifest.setdefault("stages", {})[name] = {"status": "running", "started": _now(), "command": cmd, "log": str(log_path)}
+    save(run_dir, manifest)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:  # tee: the terminal sees the stage, the log keeps it
+            sys.stdout.write(line)
+            log.write(line)
+        rc = proc.wait()
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB, largest child of this runner
+    manifest = load(run_dir)
+    manifest["stages"][name].update(status="done" if rc == 0 else "failed", exit_code=rc,
+                                    wall_s=round(time.time() - started, 1), peak_rss_mb=round(peak_kb / 1024, 1), ended=_now())
+    save(run_dir, manifest)
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vlm.manifest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="action", required=True)
+    i = sub.add_parser("init")
+    i.add_argument("run_dir")
+    i.add_argument("--command", default="")
+    i.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
+    r = sub.add_parser("run")
+    r.add_argument("run_dir")
+    r.add_argument("name")
+    r.add_argument("cmd", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    if a.action == "init":
+        init(Path(a.run_dir), a.command, dict(kv.split("=", 1) for kv in a.config))
+        return 0
+    cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
+    return run_stage(Path(a.run_dir), a.name, cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
