@@ -15,6 +15,7 @@ import pytest
 from helpers import REPO
 
 PIPELINES = REPO / "pipelines"
+pytestmark = pytest.mark.slow  # ~16 min on 2 cores; CI runs it, `pytest -m "not slow"` is the quick loop
 VARIANTS = ("teacher_zeroshot", "teacher_lora", "student_zeroshot", "student_lora", "student_kd")
 
 
@@ -60,6 +61,7 @@ def check_run_dir(run_dir: Path, benchmark: str):
     return results
 
 
+@pytest.mark.fast
 def test_every_script_has_help():
     for script in sorted(PIPELINES.glob("*.sh")):
         r = subprocess.run(["bash", str(script), "--help"], cwd=REPO, capture_output=True, text=True)
