@@ -15,13 +15,14 @@ pinpoints / pixel bounds), so tests exercise the real processor path.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import random
 import shutil
+import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -81,7 +82,7 @@ def is_built(name: str) -> bool:
     return (entry_dir(name) / "zoo_card.json").is_file()
 
 
-@contextmanager
+@contextlib.contextmanager
 def _lock(name: str) -> Iterator[None]:
     """Two pipelines starting together must not build the same entry twice (or read half of one)."""
     zoo_root().mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,8 @@ def ensure(name: str) -> Path:
 
         raise DataError.single(f"zoo:{name}", "-", f"unknown zoo entry (known: {', '.join(ZOO)})")
     if not is_built(name):
-        with _lock(name):
+        # Build chatter (Trainer logs, progress) goes to stderr: stdout of e.g. `python -m vlm family` is an answer.
+        with _lock(name), contextlib.redirect_stdout(sys.stderr):
             if not is_built(name):
                 build(name)
     return entry_dir(name)
