@@ -16,6 +16,7 @@ from vlm.data.errors import EXIT_CODE, DataError
 STAGES: dict[str, tuple[str, str]] = {
     "toyworld": ("vlm.data.toyworld", "generate the synthetic toy world in the real Hypo3D / ScanQA formats"),
     "validate": ("vlm.stages.validate", "check a dataset file (and its images) without loading a model"),
+    "prepare": ("vlm.stages.prepare", "prepare a downloaded dataset (llava-cot: join archive parts, extract, validate)"),
     "split": ("vlm.stages.split", "seeded, scene-disjoint train/val/test split in the input's own format"),
     "prior": ("vlm.stages.prior", "answer-prior baseline: most frequent training answer per question pattern"),
     "evaluate": ("vlm.stages.evaluate", "model (+adapter) x recipe x normal/blind -> resumable predictions.jsonl + metrics.json"),

@@ -1,0 +1,351 @@
+"""A-OKVQA format: a JSON list of questions about COCO 2017 images::
+
+    {"question_id": str, "question": str, "choices": [4 str], "correct_choice_idx": int,
+     "direct_answers": [10 str], "difficult_direct_answer": bool, "rationales": [3 str], "image_id": int}
+
+Images: ``{coco_root}/{split}2017/{image_id:012}.jpg`` (the official ``get_coco_path``). The test split
+carries no answers: ``correct_choice_idx``, ``direct_answers``, ``difficult_direct_answer`` and ``rationales``
+may be missing when ``split == "test"`` (its Samples then have ``answers == []``).
+
+Metrics follow the official evaluation, allenai/aokvqa ``evaluation/eval_predictions.py`` (``eval_aokvqa``)
+and ``aokvqa_utils.py`` (``map_to_choices``):
+
+* MC accuracy: ``float(pred == choices[correct_choice_idx])`` over every question. A free-text prediction
+  that is not one of the choices is mapped first (official ``remap_predictions.py`` → ``map_to_choices``:
+  the choice with the highest cosine similarity of GloVe sentence embeddings,
+  ``sentence-transformers/average_word_embeddings_glove.6B.300d``). Here: exact match after ``clean_answer``,
+  then a bare option letter ("B", "(b)"), then — only when an ``encoder`` is passed — the official
+  embedding argmax; an unmapped prediction is wrong.
+* DA accuracy: ``min(1, #{direct answers == pred} / 3)``, averaged over questions with
+  ``difficult_direct_answer == False``: the official code EXCLUDES difficult questions from DA (the
+  current ``eval_predictions.py`` filters ``if multiple_choice is False``; the maintainers confirm in
+  allenai/aokvqa issue #2 that difficult questions are left out of the direct-answer setting. An older
+  version of the same file and ``aokvqa_utils.eval_aokvqa`` applied that filter to MC instead — the bug
+  that issue reported; we follow the fix). MC keeps every question.
+* A question without a prediction scores 0 (the official non-strict path appends 0.0).
+* The official code compares raw strings; A-OKVQA's choices and direct answers are lower-case without
+  punctuation, so we compare after ``clean_answer`` (lower-case, collapse spaces, strip a final '.') on both
+  sides — a no-op on the references, it only forgives a model's "Cab." for "cab".
+
+Scores are fractions in [0, 1] (the official script prints percentages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vlm.data.common import check_str, check_unique_ids, read_json
+from vlm.data.errors import DataError, Problems
+from vlm.data.sample import Sample
+
+BENCHMARK = "aokvqa"
+SPLITS = ("train", "val", "test")
+N_CHOICES, N_DIRECT, N_RATIONALES = 4, 10, 3
+ANSWER_KEYS = ("correct_choice_idx", "direct_answers", "difficult_direct_answer", "rationales")  # absent in test
+
+
+def coco_path(coco_root: str | Path, split: str, image_id: int) -> Path:
+    return Path(coco_root) / f"{split}2017" / f"{image_id:012}.jpg"
+
+
+def split_from_name(path: str | Path) -> str | None:
+    """'aokvqa_v1p0_val.json' / 'aokvqa_val.json' -> 'val'; 'test_w_ans' files use the test images."""
+    m = re.search(r"(?:^|[_-])(train|val|test)(?:_w_ans)?\.json$", Path(path).name)
+    return m.group(1) if m else None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_str_list(rec: dict, key: str, n: int, where: str, problems: Problems) -> list[str] | None:
+    value = rec[key]
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        problems.add(f"{where}.{key}", f"expected a list of {n} strings, got {type(value).__name__}"
+                     + ("" if not isinstance(value, list) else " with non-string items"))
+        return None
+    if len(value) != n:
+        problems.add(f"{where}.{key}", f"expected {n} strings, got {len(value)}")
+        return None
+    if not all(x.strip() for x in value):
+        problems.add(f"{where}.{key}", "an item is an empty string")
+        return None
+    return value
+
+
+def parse_aokvqa(data: Any, file: str | Path, coco_root: Path | None = None, split: str | None = None) -> list[Sample]:
+    """Validate a parsed A-OKVQA list and turn it into Samples; all problems raised together."""
+    problems = Problems(file)
+    if not isinstance(data, list):
+        problems.add("top level", f"expected a list of questions, got {type(data).__name__}")
+        problems.raise_if_any()
+    lenient = split == "test"
+    samples: list[Sample] = []
+    ids: list[tuple[str, str]] = []
+    images: dict[int, str | None] = {}
+    for i, rec in enumerate(data):
+        where = f"[{i}]"
+        if not isinstance(rec, dict):
+            problems.add(where, f"expected an object, got {type(rec).__name__}")
+            continue
+        if isinstance(rec.get("question_id"), str):
+            where = f"{where} (question_id '{rec['question_id']}')"
+        qid = check_str(rec, "question_id", where, problems)
+        if qid is not None:
+            ids.append((qid, where))
+        question = check_str(rec, "question", where, problems)
+        ok = qid is not None and question is not None
+        choices = None
+        if "choices" not in rec:
+            problems.add(where, "missing key 'choices'")
+        else:
+            choices = _check_str_list(rec, "choices", N_CHOICES, where, problems)
+        ok &= choices is not None
+        image_id = rec.get("image_id")
+        if "image_id" not in rec:
+            problems.add(where, "missing key 'image_id'")
+            ok = False
+        elif not _is_int(image_id) or image_id < 0:
+            problems.add(f"{where}.image_id", f"expected a non-negative integer, got {image_id!r}")
+            ok = False
+        answers: dict[str, Any] = {"correct_choice_idx": None, "direct_answers": [], "difficult_direct_answer": None,
+                                   "rationales": []}
+        for key in ANSWER_KEYS:
+            if key not in rec:
+                if not lenient:
+                    problems.add(where, f"missing key '{key}'" + ("" if split else " (only the test split may omit it)"))
+                    ok = False
+                continue
+            value = rec[key]
+            if key == "correct_choice_idx":
+                if not _is_int(value) or not 0 <= value < N_CHOICES:
+                    problems.add(f"{where}.{key}", f"expected an integer in 0..{N_CHOICES - 1}, got {value!r}")
+                    ok = False
+                    continue
+            elif key == "difficult_direct_answer":
+                if not isinstance(value, bool):
+                    problems.add(f"{where}.{key}", f"expected true or false, got {value!r}")
+                    ok = False
+                    continue
+            else:
+                value = _check_str_list(rec, key, N_DIRECT if key == "direct_answers" else N_RATIONALES, where, problems)
+                if value is None:
+                    ok = False
+                    continue
+            answers[key] = value
+        if not ok:
+            continue
+        if coco_root is not None and image_id not in images:
+            path = coco_path(coco_root, split, image_id)
+            images[image_id] = str(path.resolve()) if path.is_file() else None
+            if images[image_id] is None:
+                problems.add(f"{where}.image_id", f"image not found: {path}")
+        idx = answers["correct_choice_idx"]
+        samples.append(Sample(
+            id=qid,
+            benchmark=BENCHMARK,
+            scene_id=str(image_id),  # questions about one image stay on one side of a split
+            image=images.get(image_id),
+            question=question,
+            answers=([choices[idx]] if idx is not None else []) + list(answers["direct_answers"]),
+            question_type=[],
+            context={"choices": list(choices), **answers, "image_id": image_id},
+        ))
+    check_unique_ids(ids, problems)
+    problems.raise_if_any()
+    return samples
+
+
+def load_aokvqa(path: str | Path, coco_root: str | Path | None = None, split: str | None = None) -> list[Sample]:
+    """Load and validate an A-OKVQA file; ``split`` (train | val | test) defaults to the one in the file name
+    and picks the COCO image folder ``{coco_root}/{split}2017``."""
+    split = split or split_from_name(path)
+    if split is not None and split not in SPLITS:
+        raise DataError.single(path, "-", f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+    root = None
+    if coco_root not in (None, ""):
+        if split is None:
+            raise DataError.single(path, "-", "cannot tell the split from the file name: pass split= (train | val | test)")
+        root = Path(coco_root)
+        if not (root / f"{split}2017").is_dir():
+            raise DataError.single(root / f"{split}2017", "-", "COCO image folder not found")
+    return parse_aokvqa(read_json(path), path, root, split)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------------
+
+Encoder = Callable[[list[str]], Any]  # texts -> (n, d) embeddings
+
+
+def clean_answer(text: str) -> str:
+    return " ".join(str(text).lower().split()).rstrip(".").strip()
+
+
+def map_to_choice(prediction: str, choices: Sequence[str], encoder: Encoder | None = None) -> str | None:
+    """The choice a prediction names: exact (cleaned) match, a bare option letter, else — with an encoder —
+    the official embedding argmax (``map_to_choices``); None when nothing maps."""
+    pred = clean_answer(prediction)
+    for choice in choices:
+        if clean_answer(choice) == pred:
+            return choice
+    m = re.fullmatch(r"\(?([a-z])\)?[.:)]?", pred)
+    if m and ord(m.group(1)) - ord("a") < len(choices):
+        return choices[ord(m.group(1)) - ord("a")]
+    if encoder is not None and pred:
+        import numpy as np
+
+        emb = np.asarray(encoder([prediction, *choices]), dtype=float)
+        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return choices[int(np.argmax(emb[1:] @ emb[0]))]
+    return None
+
+
+def mc_score(prediction: str | None, sample: Sample, encoder: Encoder | None = None) -> float | None:
+    """1.0 / 0.0, or None when the question has no gold choice (test split)."""
+    idx = sample.context.get("correct_choice_idx")
+    if idx is None:
+        return None
+    choices = sample.context["choices"]
+    if prediction is None:
+        return 0.0
+    return float(map_to_choice(prediction, choices, encoder) == choices[idx])
+
+
+def da_score(prediction: str | None, sample: Sample) -> float | None:
+    """min(1, matches / 3), or None when the question does not count for DA (difficult, or no answers)."""
+    if sample.context.get("difficult_direct_answer") is not False or not sample.context.get("direct_answers"):
+        return None
+    if prediction is None:
+        return 0.0
+    pred = clean_answer(prediction)
+    return min(1.0, sum(pred == clean_answer(a) for a in sample.context["direct_answers"]) / 3.0)
+
+
+def _predictions(preds: Mapping[str, str] | Sequence[str], samples: Sequence[Sample]) -> list[str | None]:
+    if isinstance(preds, Mapping):
+        return [preds.get(s.id) for s in samples]
+    if len(preds) != len(samples):
+        raise ValueError(f"{len(preds)} predictions for {len(samples)} samples")
+    return list(preds)
+
+
+def _mean(scores: list[float | None]) -> float:
+    kept = [s for s in scores if s is not None]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def mc_accuracy(preds: Mapping[str, str] | Sequence[str], samples: Sequence[Sample], encoder: Encoder | None = None) -> float:
+    """Mean MC score over questions with a gold choice; ``preds`` by sample id or aligned with ``samples``."""
+    return _mean([mc_score(p, s, encoder) for p, s in zip(_predictions(preds, samples), samples)])
+
+
+def da_accuracy(preds: Mapping[str, str] | Sequence[str], samples: Sequence[Sample]) -> float:
+    """Mean DA soft accuracy over non-difficult questions (difficult ones excluded, as the official code does)."""
+    return _mean([da_score(p, s) for p, s in zip(_predictions(preds, samples), samples)])
+
+
+def rationale_target(sample: Sample, which: int = 0) -> str:
+    """Rationale-based CoT training target: ``"{rationale}\\nAnswer: {correct choice}"``."""
+    rationales = sample.context.get("rationales") or []
+    if not sample.answers:
+        raise DataError.single(BENCHMARK, f"question {sample.id}", "no answer (test split): no training target")
+    if not 0 <= which < len(rationales):
+        raise DataError.single(BENCHMARK, f"question {sample.id}", f"no rationale #{which} (it has {len(rationales)})")
+    return f"{rationales[which]}\nAnswer: {sample.answers[0]}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Toy-world sample in exactly this format
+# ---------------------------------------------------------------------------------------------------
+
+_DIRECTIONS = ("front", "back", "left", "right", "front left", "front right", "back left", "back right")
+
+
+def _distractor_vocab(scene, q) -> list[str]:
+    from vlm.data import toyworld as tw
+
+    t = q.template
+    if t == "where":
+        return sorted({tw.position_phrase(r, c, scene.grid) for r in range(scene.grid) for c in range(scene.grid)})
+    if t == "relative":
+        return list(_DIRECTIONS)
+    if t == "colour":
+        return list(tw.COLOURS)
+    if t.startswith("count"):
+        return [tw.number_word(n) for n in range(10)]
+    names = [o.name for o in scene.objects] + [f"{c} {k}" for c in tw.COLOURS for k in tw.KINDS]
+    return list(dict.fromkeys(names + (["nothing"] if t == "what_at" else [])))
+
+
+def toy_questions(seed: int = 0, scenes: int = 25, per_scene: int = 4, image_size: int = 48) -> tuple[list[dict], dict[int, bytes]]:
+    """(A-OKVQA records, {image_id: JPEG bytes}); deterministic per seed. Multiple choice = the answer + 3
+    distractors of the same kind; 10 direct answers (accepted phrasings, some noise; about one question in
+    eight is 'difficult': its direct answers disagree); rationales from the scene graph."""
+    from vlm.data import toyworld as tw
+    from vlm.data.llava_cot import toy_reasoning
+
+    world = tw.generate_world(tw.Config(scenes=scenes, seed=seed, image_size=image_size))
+    records, images = [], {}
+    for scene in world:
+        image_id = scene.index + 1
+        buf = io.BytesIO()
+        tw.render(scene, image_size).save(buf, format="JPEG", quality=95, subsampling=0)
+        images[image_id] = buf.getvalue()
+        rng = tw.scene_rng(seed, scene.index, "aokvqa")
+        pool = [q for q in tw.candidate_questions(scene) if q.template != "exists"]  # yes/no has no 4 choices
+        for k, q in enumerate(tw.choose_questions(pool, per_scene, rng)):
+            wrong = [a for a in _distractor_vocab(scene, q) if a not in q.answers]
+            must = [o.name for o in q.objects if o.name != q.answer] if q.template == "bigger" else []  # the other one
+            choices = [q.answer, *must, *rng.sample([w for w in wrong if w not in must], N_CHOICES - 1 - len(must))]
+            rng.shuffle(choices)
+            difficult = rng.random() < 0.125
+            alts = list(q.answers[1:]) or [q.answer]
+            n_gold = rng.randint(2, 3) if difficult else rng.randint(5, 9)
+            noise = rng.sample(wrong, 4) if difficult else rng.sample(wrong, rng.randint(0, 1))
+            direct = [q.answer] * n_gold + noise
+            direct += [rng.choice(alts) for _ in range(N_DIRECT - len(direct))]
+            rng.shuffle(direct)
+            reasoning = toy_reasoning(scene, q)
+            records.append({
+                "question_id": f"toy-{scene.scene_id}-{k}",
+                "question": q.question,
+                "choices": choices,
+                "correct_choice_idx": choices.index(q.answer),
+                "direct_answers": direct,
+                "difficult_direct_answer": difficult,
+                "rationales": [reasoning, f"From the top view: {tw.describe(scene)} {reasoning}",
+                               f"{reasoning} So the answer is {q.answer}."],
+                "image_id": image_id,
+            })
+    return records, images
+
+
+def write_sample(out: str | Path, seed: int = 0, scenes: int = 25, per_scene: int = 4) -> int:
+    """Write ``out/aokvqa_val.json`` + ``out/val2017/<image_id:012>.jpg``; returns the number of questions."""
+    from vlm.io import atomic_write_bytes, dumps_json
+
+    out = Path(out)
+    records, images = toy_questions(seed, scenes, per_scene)
+    for image_id, data in images.items():
+        atomic_write_bytes(coco_path(out, "val", image_id), data)
+    atomic_write_bytes(out / "aokvqa_val.json", dumps_json(records).encode("utf-8"))
+    return len(records)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="write the toy-world A-OKVQA sample (aokvqa_val.json + val2017/*.jpg)")
+    ap.add_argument("--write-sample", metavar="DIR", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scenes", type=int, default=25)
+    ap.add_argument("--per-scene", type=int, default=4)
+    args = ap.parse_args()
+    n = write_sample(args.write_sample, args.seed, args.scenes, args.per_scene)
+    print(f"aokvqa sample: {n} questions -> {args.write_sample}")

@@ -1,0 +1,404 @@
+"""LLaVA-CoT-100k format: ``train.jsonl``, one LLaVA conversation per line (a JSON list file is read too)::
+
+    {"id": "...", "image": "coco/train2017/000000123456.jpg",
+     "conversations": [{"from": "human", "value": "<image>\\nWhat is ...?"},
+                       {"from": "gpt", "value": "<SUMMARY>…</SUMMARY> <CAPTION>…</CAPTION> "
+                                                "<REASONING>…</REASONING> <CONCLUSION>…</CONCLUSION>"}]}
+
+``image`` is relative to an image root holding one folder per source dataset (``coco/``, ``sqa/``, …).
+``validate_record`` lists every reason a record is bad (it never raises); ``load_llava_cot`` turns good
+records into Samples (strict: one DataError naming every bad record, ``FILE: line N (id X): reason``;
+non-strict: bad records are skipped); ``scan`` counts good and bad records by reason for
+``python -m vlm prepare llava-cot``.
+
+A reason reads ``KIND`` or ``KIND: detail``; ``reason_kind`` keeps the part before ``": "`` so a report can
+count 100k records by a handful of kinds (``image not found``, ``missing tag <CAPTION>``, …).
+
+The committed toy sample (``llava_cot_dataset/sample``) is written by
+``python -m vlm.data.llava_cot --write-sample llava_cot_dataset/sample`` (deterministic per ``--seed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlm.data.common import check_images_dir
+from vlm.data.errors import DataError, Problems
+from vlm.data.sample import Sample
+
+BENCHMARK = "llava-cot"
+TAGS = ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION")
+IMAGE_TOKEN = "<image>"
+ROLES = ("human", "gpt")
+RECORD_KEYS = {"id": str, "image": str, "conversations": list}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checks (each returns reasons, never raises)
+# ---------------------------------------------------------------------------------------------------
+
+
+def reason_kind(reason: str) -> str:
+    """The countable part of a reason: 'image not found: coco/x.jpg' -> 'image not found'."""
+    return reason.split(": ", 1)[0]
+
+
+def tag_problems(text: str) -> list[str]:
+    """Why a gpt answer is not four non-empty tags, each exactly once, in the order SUMMARY, CAPTION,
+    REASONING, CONCLUSION ([] when it is)."""
+    reasons: list[str] = []
+    spans: list[tuple[str, int, int]] = []  # (tag, start of <TAG>, end of </TAG>)
+    for tag in TAGS:
+        opens, closes = text.count(f"<{tag}>"), text.count(f"</{tag}>")
+        if opens == 0 and closes == 0:
+            reasons.append(f"missing tag <{tag}>")
+        elif opens > 1 or closes > 1:
+            reasons.append(f"duplicated tag <{tag}>: {opens} <{tag}>, {closes} </{tag}>")
+        elif opens != closes:
+            reasons.append(f"unbalanced tag <{tag}>: {opens} <{tag}>, {closes} </{tag}>")
+        else:
+            start, end = text.index(f"<{tag}>"), text.index(f"</{tag}>")
+            if end < start:
+                reasons.append(f"unbalanced tag <{tag}>: </{tag}> comes before <{tag}>")
+            elif not text[start + len(tag) + 2 : end].strip():
+                reasons.append(f"empty tag <{tag}>")
+            else:
+                spans.append((tag, start, end + len(tag) + 3))
+    if len(spans) == len(TAGS):
+        for (_, _, a_end), (_, b_start, _) in itertools.pairwise(spans):
+            if b_start < a_end:
+                order = " ".join(t for t, _, _ in sorted(spans, key=lambda s: s[1]))
+                reasons.append(f"tags out of order: found {order}, expected {' '.join(TAGS)}")
+                break
+    return reasons
+
+
+def parse_cot(text: str) -> dict[str, str]:
+    """{'summary': …, 'caption': …, 'reasoning': …, 'conclusion': …} (stripped); '' for a missing tag."""
+    out = {}
+    for tag in TAGS:
+        m = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
+        out[tag.lower()] = m.group(1).strip() if m else ""
+    return out
+
+
+def image_path_problem(image: str, image_root: str | Path | None) -> str | None:
+    """Lexical check (symlinked source folders such as ``coco -> /data/coco`` are fine): the path must stay
+    inside the root; with a root, the file must exist."""
+    norm = os.path.normpath(image)
+    if os.path.isabs(image) or norm == ".." or norm.startswith(".." + os.sep):
+        return f"image path escapes the image root: {image}"
+    if image_root is not None and not os.path.isfile(os.path.join(image_root, norm)):
+        return f"image not found: {image}"
+    return None
+
+
+def _turns(conversations: list, reasons: list[str]) -> list[tuple[str, str]]:
+    """(question, answer) pairs of an alternating human/gpt conversation; reasons for anything else."""
+    turns: list[tuple[str, str]] = []
+    for k, turn in enumerate(conversations):
+        if not isinstance(turn, dict):
+            reasons.append(f"bad turn: turn {k} is a {type(turn).__name__}, expected an object with 'from' and 'value'")
+        elif not isinstance(turn.get("value"), str):
+            reasons.append(f"bad turn: turn {k} has no string 'value'")
+        elif turn.get("from") not in ROLES:
+            reasons.append(f"unknown role: turn {k} is from {turn.get('from')!r} (expected 'human' or 'gpt')")
+        else:
+            turns.append((turn["from"], turn["value"]))
+    if len(turns) != len(conversations):
+        return []
+    roles = [r for r, _ in turns]
+    if "human" not in roles:
+        reasons.append("no human turn")
+    if "gpt" not in roles:
+        reasons.append("no gpt turn")
+    if "human" not in roles or "gpt" not in roles:
+        return []
+    expected = ["human", "gpt"] * ((len(roles) + 1) // 2)
+    if roles != expected[: len(roles)] or len(roles) % 2:
+        k = next((i for i, (r, e) in enumerate(zip(roles, expected)) if r != e), len(roles) - 1)
+        reasons.append(f"turns do not alternate human/gpt: turn {k} is from '{roles[k]}'")
+        return []
+    return [(turns[i][1], turns[i + 1][1]) for i in range(0, len(turns), 2)]
+
+
+def validate_record(rec: Any, image_root: str | Path | None = None) -> list[str]:
+    """Every reason this record is unusable; [] for a good record. Never raises."""
+    if not isinstance(rec, dict):
+        return [f"record is not a JSON object: {type(rec).__name__}"]
+    reasons: list[str] = []
+    for key, typ in RECORD_KEYS.items():
+        value = rec.get(key)
+        if key not in rec:
+            reasons.append(f"missing key '{key}'")
+        elif key == "id" and isinstance(value, int) and not isinstance(value, bool):
+            pass  # numeric ids are common in LLaVA-format files; they are still ids
+        elif not isinstance(value, typ):
+            reasons.append(f"wrong type of '{key}': {type(value).__name__} (expected {'a list' if typ is list else 'a string'})")
+        elif typ is str and not value.strip():
+            reasons.append(f"empty '{key}'")
+    conversations = rec.get("conversations")
+    pairs = _turns(conversations, reasons) if isinstance(conversations, list) else []
+    if pairs:
+        n_images = sum(q.count(IMAGE_TOKEN) for q, _ in pairs)
+        if isinstance(rec.get("image"), str) and n_images != 1:
+            reasons.append(f"wrong <image> count: {n_images} in the human turns (expected 1)")
+        for k, (_, answer) in enumerate(pairs):
+            for r in tag_problems(answer):
+                if len(pairs) > 1:  # name the turn, after the kind so reasons still count by kind
+                    r = f"{r} (gpt turn {2 * k + 1})" if ": " in r else f"{r}: gpt turn {2 * k + 1}"
+                reasons.append(r)
+    image = rec.get("image")
+    if isinstance(image, str) and image.strip():
+        problem = image_path_problem(image, image_root)
+        if problem:
+            reasons.append(problem)
+    return reasons
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[str, Any, str | None]]:
+    """(location, record or None, reason the line is unreadable or None) for JSONL or a JSON list file.
+    Streams JSONL line by line (100k records need not sit in memory twice)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError.single(path, "-", "file not found")
+    with path.open("rb") as f:
+        head = f.read(4096).lstrip()
+    if head.startswith(b"["):
+        from vlm.data.common import read_json
+
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise DataError.single(path, "top level", f"expected a list of records, got {type(data).__name__}")
+        for i, rec in enumerate(data):
+            yield f"[{i}]", rec, None
+        return
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield f"line {n}", None, f"not UTF-8 text: byte {e.start}"
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield f"line {n}", json.loads(line), None
+            except json.JSONDecodeError as e:
+                yield f"line {n}", None, f"not JSON: {e.msg} at col {e.colno}"
+
+
+def _record_id(rec: Any) -> str | None:
+    if isinstance(rec, dict) and isinstance(rec.get("id"), (str, int)) and not isinstance(rec.get("id"), bool):
+        return str(rec["id"])
+    return None
+
+
+def checked_records(path: str | Path, image_root: str | Path | None) -> Iterator[tuple[str, Any, list[str]]]:
+    """(location with id, record, reasons) for every record; duplicate ids are a reason too."""
+    first_seen: dict[str, str] = {}
+    for where, rec, unreadable in iter_records(path):
+        if unreadable:
+            yield where, None, [unreadable]
+            continue
+        reasons = validate_record(rec, image_root)
+        rid = _record_id(rec)
+        if rid is not None:
+            if rid in first_seen:
+                reasons.append(f"duplicate id: '{rid}' (first at {first_seen[rid]})")
+            else:
+                first_seen[rid] = where
+            where = f"{where} (id {rid})"
+        yield where, rec, reasons
+
+
+def record_samples(rec: dict, image_root: str | Path | None) -> list[Sample]:
+    """Samples of a validated record: one per human/gpt pair (ids ``{id}#k`` when there are several)."""
+    pairs = _turns(rec["conversations"], [])
+    image_rel = os.path.normpath(rec["image"])
+    image = os.path.abspath(os.path.join(image_root, image_rel)) if image_root is not None else None
+    scene_id = os.path.splitext(image_rel)[0]  # questions about one image stay on one side of a split
+    source = image_rel.split(os.sep, 1)[0]
+    rid = str(rec["id"])
+    out = []
+    for k, (question, answer) in enumerate(pairs):
+        parts = parse_cot(answer)
+        out.append(Sample(
+            id=rid if len(pairs) == 1 else f"{rid}#{k}",
+            benchmark=BENCHMARK,
+            scene_id=scene_id,
+            image=image,
+            question=question.replace(IMAGE_TOKEN, "").strip(),
+            answers=[parts["conclusion"]],
+            question_type=[],
+            context={**parts, "cot": answer, "source": source, **({"turn": k} if len(pairs) > 1 else {})},
+        ))
+    return out
+
+
+def load_llava_cot(path: str | Path, image_root: str | Path | None = None, strict: bool = True) -> list[Sample]:
+    """Samples of every good record. strict: raise one DataError listing every bad record; else skip them.
+    Without ``image_root`` images are not checked on disk and ``Sample.image`` is None (text only)."""
+    root = check_images_dir(image_root)
+    problems = Problems(path)
+    samples: list[Sample] = []
+    for where, rec, reasons in checked_records(path, root):
+        if reasons:
+            for reason in reasons:
+                problems.add(where, reason)
+            continue
+        samples.extend(record_samples(rec, root))
+    if strict:
+        problems.raise_if_any()
+    return samples
+
+
+@dataclass
+class ScanReport:
+    """Counts of one file: good / bad records, bad records by reason kind (a record counts once per kind)."""
+
+    file: str
+    total: int = 0
+    good: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # kind -> first 'location: reason'
+    sources: Counter = field(default_factory=Counter)  # good records per source folder
+
+    @property
+    def bad(self) -> int:
+        return self.total - self.good
+
+    def render(self) -> str:
+        lines = [f"{self.file}: {self.total} records, {self.good} good, {self.bad} bad"]
+        if self.reasons:
+            lines.append("  bad records by reason:")
+            width = max(map(len, self.reasons))
+            for kind, n in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+                lines.append(f"  {n:>8}  {kind:<{width}}  e.g. {self.examples[kind]}")
+        if self.sources:
+            lines.append("  good records by source: " + ", ".join(f"{s} {n}" for s, n in sorted(self.sources.items())))
+        return "\n".join(lines)
+
+
+def scan(path: str | Path, image_root: str | Path | None = None) -> ScanReport:
+    report = ScanReport(str(path))
+    for where, rec, reasons in checked_records(path, image_root):
+        report.total += 1
+        if not reasons:
+            report.good += 1
+            report.sources[os.path.normpath(rec["image"]).split(os.sep, 1)[0]] += 1
+            continue
+        for reason in reasons:
+            kind = reason_kind(reason)
+            report.examples.setdefault(kind, f"{where}: {reason}")
+        report.reasons.update(set(map(reason_kind, reasons)))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------
+# Toy-world sample in exactly this format
+# ---------------------------------------------------------------------------------------------------
+
+ANSWER_PROMPT = "Answer the question using a single word or phrase."
+
+
+def _names(objs) -> str:
+    names = [f"the {o.name}" for o in objs]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def toy_summary(q) -> str:
+    tasks = {
+        "where": "say where that object is", "relative": "work out where one object lies seen from the other",
+        "what_at": "name what stands in that part of the room", "colour": "say what colour it is",
+        "exists": "check whether such an object is there", "bigger": "compare the sizes of the two objects",
+    }
+    task = "count the matching objects" if q.template.startswith("count") else tasks.get(q.template, "answer the question")
+    return f"I will find the objects the question is about in the top view of the room and {task}."
+
+
+def toy_reasoning(scene, q) -> str:
+    """A short derivation of a toy-world answer from the scene graph (the objects the question is about)."""
+    from vlm.data.toyworld import _kind_area, number_word, position_phrase
+
+    grid, objs = scene.grid, list(q.objects)
+    where = {o.id: position_phrase(o.row, o.col, grid) for o in scene.objects}
+    if q.template == "where":
+        o = objs[0]
+        return f"The {o.name} is in row {o.row + 1}, column {o.col + 1} of the {grid}x{grid} grid, the {where[o.id]} of the room."
+    if q.template == "relative":
+        a, b = objs
+        return (f"The {a.name} is in row {a.row + 1}, column {a.col + 1}; the {b.name} is in row {b.row + 1}, "
+                f"column {b.col + 1}. Seen from the {b.name}, the {a.name} lies to the {q.answer}.")
+    if q.template == "what_at":
+        return f"That part of the room holds {_names(objs)}." if objs else "No object stands in that part of the room."
+    if q.template == "colour":
+        return f"The only {objs[0].kind} in the room is the {objs[0].name}."
+    if q.template.startswith("count"):
+        n = number_word(len(objs))
+        return f"The matching objects are {_names(objs)}; that makes {n}." if objs else "No object matches; that makes zero."
+    if q.template == "exists":
+        if q.answer == "yes":
+            return f"The {objs[0].name} is at the {where[objs[0].id]} of the room."
+        seen = f" The {objs[0].kind}s there are {_names(objs)}." if objs else ""
+        return f"No object in the room is the {q.mentions[0]}.{seen}"
+    if q.template == "bigger":
+        a, b = sorted(objs, key=lambda o: -_kind_area(o.kind))
+        return f"A {a.kind} is drawn larger than a {b.kind}, so the {a.name} is bigger than the {b.name}."
+    return f"The objects involved are {_names(objs)}." if objs else "Reading the scene answers it."
+
+
+def toy_records(seed: int = 0, scenes: int = 25, per_scene: int = 4, image_size: int = 48) -> tuple[list[dict], dict[str, bytes]]:
+    """(records, {relative image path: PNG bytes}); ids ``toy-<scene>-<k>``, images ``toy/<scene>.png``."""
+    from vlm.data import toyworld as tw
+
+    world = tw.generate_world(tw.Config(scenes=scenes, seed=seed, image_size=image_size))
+    records, images = [], {}
+    for scene in world:
+        rel = f"toy/{scene.scene_id}.png"
+        images[rel] = tw.png_bytes(tw.render(scene, image_size))
+        for k, q in enumerate(tw.scanqa_questions(scene, tw.scene_rng(seed, scene.index, "llava-cot"), per_scene)):
+            cot = (f"<SUMMARY>{toy_summary(q)}</SUMMARY> <CAPTION>{tw.describe(scene)}</CAPTION> "
+                   f"<REASONING>{toy_reasoning(scene, q)}</REASONING> <CONCLUSION>{q.answer}</CONCLUSION>")
+            records.append({"id": f"toy-{scene.scene_id}-{k}", "image": rel, "conversations": [
+                {"from": "human", "value": f"{IMAGE_TOKEN}\n{q.question}\n{ANSWER_PROMPT}"},
+                {"from": "gpt", "value": cot},
+            ]})
+    return records, images
+
+
+def write_sample(out: str | Path, seed: int = 0, scenes: int = 25, per_scene: int = 4) -> int:
+    """Write ``out/train.jsonl`` + ``out/images/toy/<scene>.png``; returns the number of records."""
+    from vlm.io import atomic_write_bytes, atomic_write_text
+
+    out = Path(out)
+    records, images = toy_records(seed, scenes, per_scene)
+    for rel, data in images.items():
+        atomic_write_bytes(out / "images" / rel, data)
+    atomic_write_text(out / "train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return len(records)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="write the toy-world LLaVA-CoT sample (train.jsonl + images/toy/*.png)")
+    ap.add_argument("--write-sample", metavar="DIR", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scenes", type=int, default=25)
+    ap.add_argument("--per-scene", type=int, default=4)
+    args = ap.parse_args()
+    n = write_sample(args.write_sample, args.seed, args.scenes, args.per_scene)
+    print(f"llava-cot sample: {n} records -> {args.write_sample}")
