@@ -26,7 +26,7 @@ AXIS_DEFINITIONS="${AXIS_DEFINITIONS:-hypo_dataset/sample/axis_definition.xlsx}"
 LIMIT="${LIMIT:-8}" EPOCHS="${EPOCHS:-1}" TEACHER_EPOCHS="${TEACHER_EPOCHS:-1}"
 for f in TRAIN_DATA_PATH VAL_DATA_PATH TEST_DATA_PATH IMAGES_DIR; do require_file "${!f}" "$f"; done
 DATA="$TRAIN_DATA_PATH"
-BENCHMARK="$("$PYTHON" -c "import sys; from vlm.data import detect_benchmark; from vlm.data.common import read_json; print(detect_benchmark(read_json(sys.argv[1])) or '')" "$DATA")"
+BENCHMARK="$(benchmark_of "$DATA")"
 [[ -n "$BENCHMARK" ]] || die "cannot tell whether $DATA is Hypo3D or ScanQA"
 study_defaults
 for f in TRAIN_DATA_PATH VAL_DATA_PATH TEST_DATA_PATH; do

@@ -28,7 +28,7 @@ import numpy as np
 
 from vlm.data.errors import DataError, Problems
 from vlm.data.hypo3d import change_category
-from vlm.io import atomic_write_text
+from vlm.io import atomic_write_text, json_safe
 
 BENCHMARKS = ("hypo3d", "scanqa")
 DEFAULT_SBERT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -624,20 +624,9 @@ def format_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(x: Any) -> Any:
-    """NaN (an empty group) is not valid JSON: write null."""
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def write_metrics(path: Path, result: Mapping[str, Any]) -> None:
     """metrics.json, atomically; NaN (an empty group) becomes null."""
-    atomic_write_text(path, json.dumps(_json_safe(dict(result)), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(dict(result)), indent=2, allow_nan=False) + "\n")
 
 
 def main(cfg: Config) -> int:

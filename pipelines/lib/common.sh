@@ -21,6 +21,11 @@ slug() { printf '%s' "$1" | sed -E 's#/+$##; s#^.*/##; s#[^A-Za-z0-9._-]+#-#g; s
 # the model family from the checkpoint's config.json (never from the id string)
 family() { "${VLM[@]}" family "$1"; }
 
+# the benchmark format of a JSON file (hypo3d | scanqa), read from its structure
+benchmark_of() {
+  "$PYTHON" -c "import sys; from vlm.data import detect_benchmark; from vlm.data.common import read_json; print(detect_benchmark(read_json(sys.argv[1])) or '')" "$1"
+}
+
 # start_run TEACHER STUDENT BENCHMARK VAR... : create (or, with RUN_DIR=<dir>, resume) the run directory,
 # echo the configuration and record it with the provenance in manifest.json
 start_run() {

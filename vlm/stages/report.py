@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from vlm.data.errors import DataError, Problems
-from vlm.io import atomic_write_bytes, atomic_write_text
+from vlm.io import atomic_write_bytes, atomic_write_text, json_safe
 from vlm.metrics import bootstrap_ci, load_predictions, score_records
 
 MODES = ("normal", "blind")
@@ -779,16 +779,6 @@ def _fmt4(v: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def main(cfg: Config) -> int:
     run_dir = Path(cfg.run_dir)
     if not run_dir.is_dir():
@@ -803,7 +793,7 @@ def main(cfg: Config) -> int:
         if skipped:
             (out_dir / f"{name}.png").unlink(missing_ok=True)  # a plot from an earlier report would be stale
         results["plots"][name] = {"file": None if skipped else f"{name}.png", "skipped": skipped}
-    results = _json_safe(results)
+    results = json_safe(results)
     text = json.dumps(results, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     atomic_write_text(out_dir / "results.json", text)
     atomic_write_text(out_dir / "report.md", render_markdown(results))
