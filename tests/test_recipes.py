@@ -66,6 +66,57 @@ def test_llava_cot_answer_parsed_from_conclusion():
     assert r.gold(SCAN) == ["<CONCLUSION>blue</CONCLUSION>"]
 
 
+LLAVA = Sample(id="3", benchmark="llava-cot", scene_id="toy/s", image=None, question="What colour is the bed?", answers=["blue"],
+               context={"cot": "<SUMMARY>s</SUMMARY> <CAPTION>c</CAPTION> <REASONING>r</REASONING> <CONCLUSION>blue</CONCLUSION>"})
+AOK = Sample(id="4", benchmark="aokvqa", scene_id="7", image=None, question="What colour is the cab?", answers=["yellow", "yellow"],
+             context={"choices": ["red", "yellow", "blue", "green"], "correct_choice_idx": 1,
+                      "rationale_cot": "Cabs in this city are yellow.\nAnswer: yellow"})
+
+
+def test_structured_gold_is_the_records_own_cot():
+    r = load_recipe("llava-cot")
+    assert r.gold(LLAVA) == [LLAVA.context["cot"]]  # the four-tag answer, not just the conclusion
+    assert r.answer(r.gold(LLAVA)) == "blue"  # and it reads back as the gold answer
+
+
+def test_rationale_recipe_trains_on_rationale_and_parses_after_answer():
+    r = load_recipe("rationale")
+    assert r.gold(AOK) == ["Cabs in this city are yellow.\nAnswer: yellow"]
+    assert r.gold(SCAN) == ["Answer: blue"]  # no rationale: the answer in the recipe's own format
+    assert r.answer(["It is a cab. Answer: no\nmore reasoning.\nAnswer: yellow\n"]) == "yellow"  # the last marker
+    assert r.answer(["just yellow"]) == "just yellow"
+    prompt = r.conversation(AOK, [])[0]["content"][1]["text"]
+    assert "Choices: red, yellow, blue, green" in prompt  # the multiple-choice setting shows the options
+
+
+def test_a_structured_output_is_parsed_under_every_recipe():
+    out = "<SUMMARY>s</SUMMARY> <REASONING>r</REASONING> <CONCLUSION>two</CONCLUSION>"
+    for name in ("direct", "scratchpad", "self-correct"):
+        r = load_recipe(name)
+        assert r.answer(["x"] * (len(r.phases) - 1) + [out]) == "two"
+        assert r.answer(["x"] * (len(r.phases) - 1) + ["two"]) == "two"
+
+
+def test_max_new_tokens_overrides_every_phase():
+    from vlm.recipes import run
+
+    class Recorder:
+        def __init__(self):
+            self.budgets = []
+
+        def generate(self, convs, images, gen_cfg):
+            self.budgets.append(gen_cfg["max_new_tokens"])
+            return ["out"] * len(convs)
+
+    r = load_recipe("scratchpad")
+    rec = Recorder()
+    run(r, rec, [SCAN], [None])
+    assert rec.budgets == [p.max_new_tokens for p in r.phases]
+    rec = Recorder()
+    run(r, rec, [SCAN], [None], max_new_tokens=200)
+    assert rec.budgets == [200, 200]
+
+
 def test_bad_recipe_files_are_clear_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nphases:\n  - name: a\n    prompt: '{nope}'\n    colour: red\n  - name: b\n    prompt: '{a} {b}'\n    image: true\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -78,6 +79,8 @@ class VLMAdapter:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         dev = pick_device(device)
+        if adapter and not (Path(adapter) / "adapter_config.json").is_file() and (Path(adapter) / "config.json").is_file():
+            path, adapter = adapter, None  # a full fine-tune's output (finetune --full_finetune) replaces the base
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=pick_dtype(dtype, dev)).to(dev)
         processor = AutoProcessor.from_pretrained(path)
         if adapter:

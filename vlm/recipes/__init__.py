@@ -4,11 +4,17 @@ A recipe is an ordered list of phases; each phase is a prompt template, whether 
 ``max_new_tokens``, optionally ``when`` (a sample field that must be non-empty, e.g. ``context_change``) and
 ``gold`` (the sample field holding that phase's reference text, for CE training on gold CoT). Running a recipe
 gives one multi-turn conversation: user prompt, model output, next prompt, …; the final phase's output is the
-answer (or the text inside ``answer_tag``, e.g. LLaVA-CoT's ``<CONCLUSION>``). Students train on every
-assistant turn of that conversation.
+answer. Students train on every assistant turn of that conversation.
+
+Answer extraction from the final output: the text inside ``answer_tag`` (e.g. LLaVA-CoT's ``<CONCLUSION>``),
+or after the last ``answer_after`` marker (e.g. ``Answer:``); a structured output's ``<CONCLUSION>`` is its
+answer under every recipe (a model fine-tuned on LLaVA-CoT data reasons in tags even when asked directly);
+otherwise the whole output. Gold of the final phase: the sample's ``gold`` field when it has one (the full
+four-tag CoT of a LLaVA-CoT record, an A-OKVQA rationale target), else the gold answer in the recipe's
+answer format.
 
 Template fields: ``{question}``, ``{task}`` (the benchmark's question block: context change + question for
-Hypo3D, the question for ScanQA), ``{context_change}``, ``{orientation}``, ``{orientation_line}`` ("Scene
+Hypo3D, question + the four choices for A-OKVQA, the question elsewhere), ``{context_change}``, ``{orientation}``, ``{orientation_line}`` ("Scene
 orientation: …\\n" or ""), and the outputs of earlier phases by phase name.
 """
 
@@ -28,7 +34,8 @@ from vlm.data.sample import Sample
 RECIPES_DIR = Path(__file__).resolve().parent
 SAMPLE_FIELDS = ("question", "task", "context_change", "orientation", "orientation_line")
 PHASE_KEYS = {"name", "prompt", "image", "max_new_tokens", "when", "gold"}
-RECIPE_KEYS = {"name", "description", "phases", "answer_tag"}
+RECIPE_KEYS = {"name", "description", "phases", "answer_tag", "answer_after"}
+STRUCTURED_ANSWER_TAG = "CONCLUSION"  # LLaVA-CoT
 
 Conversation = list[dict[str, Any]]
 
@@ -49,6 +56,7 @@ class Recipe:
     phases: tuple[Phase, ...]
     description: str = ""
     answer_tag: str | None = None
+    answer_after: str | None = None
 
     # ------------------------------------------------------------------ rendering
     def active(self, sample: Sample) -> list[Phase]:
@@ -74,11 +82,20 @@ class Recipe:
 
     def answer(self, outputs: list[str]) -> str:
         final = outputs[-1] if outputs else ""
-        if self.answer_tag:
-            m = re.search(rf"<{self.answer_tag}>(.*?)(?:</{self.answer_tag}>|$)", final, re.S)
+        tag = self.answer_tag or (STRUCTURED_ANSWER_TAG if f"<{STRUCTURED_ANSWER_TAG}>" in final else None)
+        if tag:
+            m = re.search(rf"<{tag}>(.*?)(?:</{tag}>|$)", final, re.S)
             if m:
                 return m.group(1).strip()
+        if self.answer_after and self.answer_after in final:
+            return final.rsplit(self.answer_after, 1)[1].strip().split("\n", 1)[0].strip()
         return final.strip()
+
+    def format_answer(self, answer: str) -> str:
+        """The gold answer written the way ``answer`` reads it back."""
+        if self.answer_tag:
+            return f"<{self.answer_tag}>{answer}</{self.answer_tag}>"
+        return f"{self.answer_after} {answer}" if self.answer_after else answer
 
     def gold(self, sample: Sample) -> list[str] | None:
         """Reference outputs for every active phase (the last one is the gold answer), or None when the
@@ -90,8 +107,8 @@ class Recipe:
             if not text:
                 return None
             out.append(text)
-        answer = sample.answer
-        out.append(f"<{self.answer_tag}>{answer}</{self.answer_tag}>" if self.answer_tag else answer)
+        final = phases[-1].gold and sample.context.get(phases[-1].gold)
+        out.append(final or self.format_answer(sample.answer))
         return out
 
 
@@ -100,6 +117,8 @@ def fields(sample: Sample) -> dict[str, str]:
     change = ctx.get("context_change") or ""
     orientation = ctx.get("orientation") or ""
     task = f"Context change: {change}\nQuestion: {sample.question}" if change else f"Question: {sample.question}"
+    if ctx.get("choices"):  # A-OKVQA: the multiple-choice setting shows the options
+        task += "\nChoices: " + ", ".join(ctx["choices"])
     return {
         "question": sample.question,
         "task": task,
@@ -162,20 +181,21 @@ def load_recipe(name_or_path: str) -> Recipe:
         problems.add("phases", "at most one phase may attach the image")
     problems.raise_if_any()
     return Recipe(name=str(data.get("name", path.stem)), phases=tuple(phases), description=str(data.get("description", "")).strip(),
-                  answer_tag=data.get("answer_tag"))
+                  answer_tag=data.get("answer_tag"), answer_after=data.get("answer_after"))
 
 
 def run(recipe: Recipe, adapter, samples: list[Sample], images: list, *, blind: bool = False,
-        gen_cfg: dict | None = None) -> list[list[str]]:
+        gen_cfg: dict | None = None, max_new_tokens: int = 0) -> list[list[str]]:
     """Run every phase of the recipe for a batch of samples: phase by phase, batched across the samples
-    that have that phase (a phase's prompt sees the earlier outputs). Returns the outputs per sample."""
+    that have that phase (a phase's prompt sees the earlier outputs). ``max_new_tokens`` > 0 replaces every
+    phase's budget. Returns the outputs per sample."""
     outputs: list[list[str]] = [[] for _ in samples]
     active = [recipe.active(s) for s in samples]
     for step in range(max(map(len, active))):
         rows = [i for i, phases in enumerate(active) if step < len(phases)]
         by_tokens: dict[int, list[int]] = {}
         for i in rows:  # one generate call per max_new_tokens value
-            by_tokens.setdefault(active[i][step].max_new_tokens, []).append(i)
+            by_tokens.setdefault(max_new_tokens or active[i][step].max_new_tokens, []).append(i)
         for max_new, idx in by_tokens.items():
             convs = [recipe.conversation(samples[i], outputs[i], blind=blind) for i in idx]
             imgs = [None if blind or not _shows_image(c) else images[i] for i, c in zip(idx, convs)]

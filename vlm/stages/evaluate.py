@@ -23,9 +23,9 @@ class Config:
     """Evaluate model x recipe x mode on a benchmark split; resumable per-sample predictions + metrics."""
 
     model: str = field(metadata={"help": "hub id, local checkpoint folder or zoo:<name>"})
-    data: str = field(metadata={"help": "benchmark split (Hypo3D or ScanQA JSON)"})
+    data: str = field(metadata={"help": "benchmark split (Hypo3D, ScanQA, A-OKVQA JSON or LLaVA-CoT JSONL)"})
     out_dir: str = field(metadata={"help": "folder for predictions.jsonl, metrics.json, eval_meta.json"})
-    adapter: str = field(default="", metadata={"help": "PEFT adapter folder (LoRA) to apply"})
+    adapter: str = field(default="", metadata={"help": "PEFT adapter folder (LoRA) to apply, or a full fine-tune output folder (used instead of --model)"})
     recipe: str = field(default="direct", metadata={"help": "recipe name (vlm/recipes/*.yaml) or YAML path"})
     mode: str = field(default="normal", metadata={"help": "normal | blind (no image, no image tokens)", "choices": ["normal", "blind"]})
     images_dir: str = field(default="", metadata={"help": "folder with {scene_id}.png (needed in normal mode)"})
@@ -34,6 +34,9 @@ class Config:
     variant: str = field(default="", metadata={"help": "label for the report (e.g. student_kd)"})
     limit: int = field(default=0, metadata={"help": "evaluate only the first N samples (0: all)"})
     batch_size: int = field(default=16, metadata={"help": "samples per generate call"})
+    max_new_tokens: int = field(default=0, metadata={"help": "token budget of every phase (0: each phase's own); raise it for "
+                                                             "models that reason before answering, e.g. after LLaVA-CoT training"})
+    arm: str = field(default="", metadata={"help": "study arm label for the report (e.g. 'finetuned + scratchpad')"})
     dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     no_sbert: bool = field(default=False, metadata={"help": "skip the SBERT similarity metric"})
@@ -66,7 +69,7 @@ def main(cfg: Config) -> int:
             batch = todo[start : start + cfg.batch_size]
             images = [None if blind else Image.open(s.image).convert("RGB") for s in batch]
             t0 = time.perf_counter()
-            outputs = run(recipe, adapter, batch, images, blind=blind)
+            outputs = run(recipe, adapter, batch, images, blind=blind, max_new_tokens=cfg.max_new_tokens)
             seconds = (time.perf_counter() - t0) / len(batch)
             append_jsonl(pred_file, [
                 metrics.prediction_record(s, recipe.answer(o), recipe=recipe.name, mode=cfg.mode,
@@ -81,8 +84,9 @@ def main(cfg: Config) -> int:
     result = metrics.compute_metrics(records, use_sbert=not cfg.no_sbert)
     metrics.write_metrics(out / "metrics.json", {"predictions": str(pred_file), **result})
     meta = {"variant": cfg.variant or Path(cfg.model).name, "recipe": recipe.name, "mode": cfg.mode, "model": cfg.model,
-            "adapter": cfg.adapter or None, "benchmark": result["benchmark"], "n": result["n"], "data": cfg.data}
+            "adapter": cfg.adapter or None, "benchmark": result["benchmark"], "n": result["n"], "data": cfg.data,
+            "max_new_tokens": cfg.max_new_tokens or None, **({"arm": cfg.arm} if cfg.arm else {})}
     atomic_write_text(out / "eval_meta.json", dumps_json(meta))
-    head = "em" if result["benchmark"] == "hypo3d" else "em@1"
+    head = metrics.HEADLINE[result["benchmark"]]
     print(f"evaluate: {meta['variant']} {recipe.name} {cfg.mode}: {head} {result['overall'][head]:.2f} on {result['n']} -> {out}")
     return 0

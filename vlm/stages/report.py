@@ -4,7 +4,8 @@ A thin reader: it loads no model and imports nothing heavier than numpy / matplo
 
 Reads (never writes) the run dir:
   eval/<variant>/<recipe>/<mode>/{predictions.jsonl, metrics.json, eval_meta.json}
-      (eval_meta.json, when present, names variant / recipe / mode; otherwise they come from the path)
+      (eval_meta.json, when present, names variant / recipe / mode and optionally a study ``arm``; otherwise
+      they come from the path; evaluations that name an arm get the "Arms" table, one row per arm)
   train/<name>/trainer_log.jsonl   HF Trainer log history, one JSON object per line
   manifest.json                    provenance, optional
 
@@ -32,12 +33,15 @@ import numpy as np
 
 from vlm.data.errors import DataError, Problems
 from vlm.io import atomic_write_bytes, atomic_write_text, json_safe
+from vlm.metrics import HEADLINE as DEFAULT_HEADLINE
 from vlm.metrics import bootstrap_ci, load_predictions, score_records
 
 MODES = ("normal", "blind")
 # Table order; variants not listed here follow alphabetically.
-KNOWN_VARIANTS = ("prior", "teacher_zeroshot", "teacher_lora", "student_zeroshot", "student_lora", "student_kd")
-DEFAULT_HEADLINE = {"hypo3d": "em", "scanqa": "em@1"}
+KNOWN_VARIANTS = ("prior", "teacher_zeroshot", "teacher_lora", "student_zeroshot", "student_lora", "student_kd",
+                  "baseline", "finetuned")
+DISTILL_VARIANTS = KNOWN_VARIANTS[1:6]  # a distillation study without one of these is missing it
+REASONING = "has_reasoning"
 CONFIDENCE = 0.95
 NO_RECIPE = "-"  # an eval dir without a recipe level (e.g. eval/prior/)
 LOSS_STYLES = {"loss": "-", "ce_loss": "--", "kd_loss": "-.", "eval_loss": ":"}
@@ -239,7 +243,8 @@ class Scores:
         records, rows = self._cache[e.dir]
         if not rows or metric not in rows[0]:
             return None  # sbert, bleu, cider …: not recomputed per sample here
-        return {r.id: row[metric] for r, row in zip(records, rows)}
+        # NaN = the metric does not apply to that sample (A-OKVQA DA of a difficult question): left out
+        return {r.id: row[metric] for r, row in zip(records, rows) if not math.isnan(row[metric])}
 
 
 def paired_difference(
@@ -347,9 +352,35 @@ def cot_rows(entries: list[Entry], requested: str, scores: Scores, n_bootstrap: 
             cot, direct = (_cell(x, metric, scores, n_bootstrap, seed) for x in (cot_e, dir_e))
             paired = paired_difference(scores.get(cot_e, metric), scores.get(dir_e, metric), n_bootstrap, seed)
             value = None if cot["value"] is None or direct["value"] is None else _round(cot["value"] - direct["value"])
+            reasoning = {k: _round(x.metrics["overall"].get(REASONING)) for k, x in (("direct", dir_e), ("cot", cot_e))}
             rows.append({"benchmark": bench, "variant": variant, "recipe": recipe, "mode": m, "metric": metric,
-                         "direct": direct, "cot": cot,
+                         "direct": direct, "cot": cot, REASONING: reasoning,
                          "diff": {"value": value, **paired, "src": [cot["src"], direct["src"]]}})
+    return rows
+
+
+def arm_rows(entries: list[Entry], requested: str, scores: Scores, n_bootstrap: int, seed: int) -> list[dict]:
+    """One row per study arm (eval_meta.json 'arm'): headline normal / blind / gap with CIs, the share of
+    outputs with a reasoning part, and every other overall metric of the normal evaluation."""
+    arms: dict[str, dict[str, Entry]] = {}
+    for e in entries:
+        if e.metrics is not None and e.meta.get("arm"):
+            arms.setdefault(str(e.meta["arm"]), {})[e.mode] = e
+    rows = []
+    for arm, modes in arms.items():
+        first = modes.get("normal") or modes["blind"]
+        bench = first.metrics["benchmark"]
+        metric = headline_metric(bench, first.metrics["overall"], requested)
+        normal, blind = (_cell(modes.get(m), metric, scores, n_bootstrap, seed) for m in MODES)
+        gap = None
+        if normal and blind and normal["value"] is not None and blind["value"] is not None:
+            paired = paired_difference(*(scores.get(modes[m], metric) for m in MODES), n_bootstrap, seed)
+            gap = {"value": _round(normal["value"] - blind["value"]), **paired, "src": [normal["src"], blind["src"]]}
+        reasoning = {m: _round(modes[m].metrics["overall"].get(REASONING)) if m in modes else None for m in MODES}
+        others = {k: _round(v) for k, v in first.metrics["overall"].items() if k not in (metric, REASONING)}
+        rows.append({"arm": arm, "benchmark": bench, "variant": first.variant, "recipe": first.recipe, "metric": metric,
+                     "normal": normal, "blind": blind, "gap": gap, REASONING: reasoning, "other_metrics": others,
+                     "other_from": first.mode})
     return rows
 
 
@@ -379,7 +410,8 @@ def status_lists(entries: list[Entry]) -> tuple[list[dict], list[dict], list[str
             if not any(e.variant == variant and e.recipe == recipe and e.mode == m for e in entries):
                 missing.append({"variant": variant, "recipe": recipe, "mode": m, "reason": "no eval directory"})
     present = {e.variant for e in entries}
-    for v in KNOWN_VARIANTS[1:]:
+    is_arm_study = any(e.meta.get("arm") for e in entries)
+    for v in () if is_arm_study else DISTILL_VARIANTS:
         if v not in present:
             missing.append({"variant": v, "recipe": None, "mode": None, "reason": "not evaluated in this run"})
     return incomplete, missing, warnings
@@ -502,6 +534,7 @@ def collect(run_dir: Path, headline: str = "auto", n_bootstrap: int = 1000, seed
                             "n": int(e.metrics["n"]), "model": e.meta.get("model"), "adapter": e.meta.get("adapter")}
                     for e in entries if e.metrics is not None},
         "tables": {
+            "arms": arm_rows(entries, headline, scores, n_bootstrap, seed),
             "headline": headline_rows(entries, headline, scores, n_bootstrap, seed),
             "overall": overall_rows(entries, scores, n_bootstrap, seed),
             "by_question_type": group_rows(entries, "by_question_type", headline),
@@ -651,6 +684,24 @@ def headline_table(results: dict[str, Any]) -> list[str]:
     return md_table(headers, rows, left=len(labels) + 1)
 
 
+def arms_table(results: dict[str, Any]) -> list[str]:
+    rows_in = results["tables"]["arms"]
+    others = list(dict.fromkeys(k for r in rows_in for k in r["other_metrics"]))
+    rows = []
+    for r in rows_in:
+        gap = r["gap"] or {}
+        rows.append([r["arm"], r["variant"], r["recipe"], r["metric"], _with_ci(r["normal"]),
+                     str(r["normal"]["n"]) if r["normal"] else "-", _with_ci(r["blind"]),
+                     _num(gap.get("value")) + (f" [{gap['ci'][0]:.1f}, {gap['ci'][1]:.1f}]" if gap.get("ci") else ""),
+                     _num(r[REASONING]["normal"]), *(_num(r["other_metrics"].get(k)) for k in others),
+                     ", ".join(c["src"] for c in (r["normal"], r["blind"]) if c)])
+    headers = ["arm", "model", "recipe", "metric", "normal", "n", "blind", "gap (normal - blind)", "reasoning %",
+               *others, "src"]
+    return ["## Arms", ""] + md_table(headers, rows, left=4) + [
+        "", "reasoning %: share of normal-mode outputs with a non-empty reasoning part (a <REASONING> tag's text, "
+        f"else the outputs of the phases before the answer); {', '.join(others) or 'other metrics'}: normal mode.", ""]
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     conf = int(round(100 * results["confidence"]))
     t = results["tables"]
@@ -675,6 +726,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                 out += ["- stages: " + ", ".join(stages)]
         out.append("")
 
+    if t.get("arms"):
+        out += arms_table(results)
     out += ["## Headline: normal vs blind", ""]
     if t["headline"]:
         out += headline_table(results)
@@ -729,10 +782,14 @@ def render_markdown(results: dict[str, Any]) -> str:
     if t["cot_vs_direct"]:
         out += ["## Reasoning recipe vs direct (paired on shared ids)", ""]
         rows = [[r["variant"], r["recipe"], r["mode"], r["metric"], _with_ci(r["direct"]), _with_ci(r["cot"]),
-                 _with_ci(r["diff"]), str(r["diff"]["n_paired"]), ", ".join(r["diff"]["src"])]
+                 _with_ci(r["diff"]), str(r["diff"]["n_paired"]),
+                 *(_num(r.get(REASONING, {}).get(k)) for k in ("direct", "cot")), ", ".join(r["diff"]["src"])]
                 for r in t["cot_vs_direct"]]
-        headers = ["variant", "recipe", "mode", "metric", "direct", "recipe", "recipe - direct", "n paired", "src"]
+        headers = ["variant", "recipe", "mode", "metric", "direct", "recipe", "recipe - direct", "n paired",
+                   "reasoning % direct", "reasoning % recipe", "src"]
         out += md_table(headers, rows, left=4) + [""]
+        out += ["reasoning %: share of outputs with a non-empty reasoning part (a <REASONING> tag's text, else "
+                "the outputs of the phases before the answer).", ""]
 
     out += ["## Training", ""]
     if results["training"]:
