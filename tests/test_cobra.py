@@ -266,3 +266,25 @@ def test_lora_trains_only_adapters_and_blind_call_works(tokenizer, processor):
     assert torch.isfinite(out.loss)
     gen = model.generate(**blind, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert gen.shape[1] <= blind["input_ids"].shape[1] + 3
+
+
+def test_parallel_scan_matches_the_sequential_scan(tokenizer):
+    """With mambapy installed the Mamba mixers use its parallel scan on CPU (no mamba-ssm kernels): same loss
+    and gradients as transformers' sequential loop, which stays the reference."""
+    pytest.importorskip("mambapy")
+    torch.manual_seed(0)
+    model = CobraForConditionalGeneration(tiny_config(tokenizer)).train()
+    mixers = [m for m in model.modules() if hasattr(m, "use_mambapy")]
+    assert mixers and all(m.use_mambapy for m in mixers)
+    ids = torch.randint(5, 90, (2, 40))
+    results = []
+    for parallel in (True, False):
+        for m in mixers:
+            m.use_mambapy = parallel
+        model.zero_grad()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        results.append((loss.item(), model.language_model.lm_head.weight.grad.clone()))
+    (lp, gp), (ls, gs) = results
+    assert lp == pytest.approx(ls, rel=1e-5)
+    torch.testing.assert_close(gp, gs, rtol=1e-3, atol=2e-5)  # float32 summation order differs
