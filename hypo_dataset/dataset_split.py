@@ -1,17 +1,19 @@
 #!/usr/bin/env python
 """Seed-compatible split CLI:  dataset_split.py TRAIN VAL TEST JSON MODE RUN_DIR [--seed N] [--group-by G]
 
-TRAIN VAL TEST are fractions summing to 1. Works on Hypo3D and ScanQA files (format auto-detected);
-outputs keep the input's own format and go to RUN_DIR/split/:
+TRAIN VAL TEST are fractions summing to 1. Works on Hypo3D, ScanQA, A-OKVQA and LLaVA-CoT files (format
+auto-detected); outputs keep the input's own format and go to RUN_DIR/split/ — NAME.json, or NAME.jsonl
+with the input's own lines for a JSONL (LLaVA-CoT) input:
 
   MODE 1  the teacher-LoRA / CoT split of the full benchmark:
-          teacher_train.json, teacher_val.json (teacher LoRA) and cot_pool.json (the TEST share,
-          held out from the teacher; MODE 2 splits it further)
-  MODE 2  the CoT split, usually of cot_pool.json: cot_train.json (teacher CoT generation + student
-          training), cot_val.json, cot_test.json (every variant is evaluated here)
+          teacher_train, teacher_val (teacher LoRA) and cot_pool (the TEST share, held out from the
+          teacher; MODE 2 splits it further)
+  MODE 2  the CoT split, usually of cot_pool.json(l): cot_train (teacher CoT generation + student
+          training), cot_val, cot_test (every variant is evaluated here)
 
---group-by scene (default) keeps every scene inside one split; change keeps a context change's
-questions together; none splits single questions. Same input + seed -> byte-identical files.
+--group-by scene (default) keeps every scene inside one split (A-OKVQA, LLaVA-CoT: every image); change
+keeps a Hypo3D context change's questions together; none splits single questions (LLaVA-CoT: records).
+Same input + seed -> byte-identical files.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("train", type=float)
     p.add_argument("val", type=float)
     p.add_argument("test", type=float)
-    p.add_argument("json", help="benchmark file (Hypo3D or ScanQA format)")
+    p.add_argument("json", help="benchmark file (Hypo3D, ScanQA, A-OKVQA JSON or LLaVA-CoT JSONL)")
     p.add_argument("mode", type=int, choices=sorted(MODES))
     p.add_argument("run_dir")
     p.add_argument("--seed", type=int, default=42)

@@ -73,7 +73,9 @@ def test_happy_path_record(tmp_path, coco):
     s = ak.load_aokvqa(write(tmp_path, [record()]), coco)[0]
     assert s.id == "q0" and s.scene_id == "7" and s.answers[0] == "cab" and len(s.answers) == 11
     assert Path(s.image) == (coco / "val2017" / "000000000007.jpg").resolve()
-    assert set(s.context) == {"choices", "correct_choice_idx", "direct_answers", "difficult_direct_answer", "rationales", "image_id"}
+    assert set(s.context) == {"choices", "correct_choice_idx", "direct_answers", "difficult_direct_answer", "rationales", "image_id",
+                              "rationale_cot"}
+    assert s.context["rationale_cot"] == "A cab is the only possible answer.\nAnswer: cab" == ak.rationale_target(s)
     assert ak.load_aokvqa(write(tmp_path, [record()]))[0].image is None  # no coco_root: text only
 
 
@@ -120,12 +122,15 @@ def test_top_level_and_split_errors(tmp_path, coco):
     with pytest.raises(DataError, match="COCO image folder not found"):
         ak.load_aokvqa(write(tmp_path, [record()], name="aokvqa_v1p0_train.json"), coco)
     assert ak.split_from_name("aokvqa_v1p0_test_w_ans.json") == "test" and ak.split_from_name("aokvqa_val.json") == "val"
+    # our own split files name no COCO split
+    assert [ak.split_from_name(n) for n in ("cot_test.json", "train.json", "aokvqa.json")] == [None, None, None]
 
 
 def test_test_split_may_omit_answers(tmp_path, coco):
     rec = {k: v for k, v in record().items() if k not in ak.ANSWER_KEYS}
     s = ak.load_aokvqa(write(tmp_path, [rec], name="aokvqa_v1p0_test.json"), coco)[0]
     assert s.answers == [] and s.context["correct_choice_idx"] is None and s.image.endswith("test2017/000000000007.jpg")
+    assert "rationale_cot" not in s.context  # no answer, no training target
     with pytest.raises(DataError, match="missing key 'correct_choice_idx'"):
         ak.load_aokvqa(write(tmp_path, [rec]), coco)  # the val split may not
     with pytest.raises(DataError, match="0..3"):  # what the test split does carry is still checked

@@ -288,3 +288,48 @@ def test_parallel_scan_matches_the_sequential_scan(tokenizer):
     (lp, gp), (ls, gs) = results
     assert lp == pytest.approx(ls, rel=1e-5)
     torch.testing.assert_close(gp, gs, rtol=1e-3, atol=2e-5)  # float32 summation order differs
+
+
+def test_assemble_cobra_from_a_siglip_tower_and_a_mamba_lm(tmp_path):
+    """`python -m vlm assemble_cobra`: both pretrained weight sets copied in unchanged, ChatML + <image> tokens
+    added to the LM's tokenizer (embeddings resized), and the result loads and generates like any checkpoint."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import MambaConfig, MambaForCausalLM, PreTrainedTokenizerFast, SiglipVisionConfig, SiglipVisionModel
+
+    from tests.helpers import run_vlm
+    from vlm.models import load_model
+
+    torch.manual_seed(0)
+    vision = SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                  num_attention_heads=2, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE))
+    vision.save_pretrained(tmp_path / "siglip")
+    vocab = {w: i for i, w in enumerate(["<|endoftext|>", "[UNK]", *sorted(set(WORDS))])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", unk_token="[UNK]")
+    lm = MambaForCausalLM(MambaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, state_size=8))
+    lm.save_pretrained(tmp_path / "mamba")
+    tok.save_pretrained(tmp_path / "mamba")
+    out = tmp_path / "cobra"
+    r = run_vlm("assemble_cobra", "--vision", tmp_path / "siglip", "--language", tmp_path / "mamba", "--out_dir", out)
+    assert r.returncode == 0, r.stderr
+    assert run_vlm("family", out).stdout.strip() == "cobra"
+    a = load_model(str(out), device="cpu")
+    tower = a.model.vision_tower.state_dict()
+    copied = [k for k in vision.state_dict() if "head." not in k]  # SigLIP's pooling head is dropped on purpose
+    assert copied and set(tower) == set(copied)
+    for k in copied:
+        torch.testing.assert_close(tower[k], vision.state_dict()[k], rtol=0, atol=0)
+    emb = a.model.get_input_embeddings().weight
+    assert emb.shape[0] == len(vocab) + 3  # <|im_start|>, <|im_end|>, <image>
+    torch.testing.assert_close(emb[: len(vocab)], lm.get_input_embeddings().weight, rtol=0, atol=0)
+    mixer, ref = a.model.language_model.backbone.layers[1].mixer, lm.backbone.layers[1].mixer
+    torch.testing.assert_close(mixer.in_proj.weight, ref.in_proj.weight, rtol=0, atol=0)
+    assert a.tokenizer.convert_tokens_to_ids("<|im_end|>") == a.model.generation_config.eos_token_id
+    conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is on the table"}]}]
+    assert len(a.generate([conv], images(1), {"max_new_tokens": 3})) == 1
+    answer = {"role": "assistant", "content": [{"type": "text", "text": "a red chair"}]}
+    batch = a.training_batch([conv + [answer]], images(1))
+    assert (batch["labels"] != -100).sum() >= 3  # the answer and its <|im_end|> are targets
+    r = run_vlm("assemble_cobra", "--vision", tmp_path / "siglip", "--language", tmp_path / "mamba", "--out_dir", out)
+    assert r.returncode == 2 and "already exists" in r.stderr

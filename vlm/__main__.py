@@ -25,6 +25,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "metrics": ("vlm.metrics", "score a predictions.jsonl with the benchmark's official metrics"),
     "report": ("vlm.stages.report", "collect every metrics.json of a run into report.md, plots and results.json"),
     "zoo": ("vlm.models.zoo", "build / list the tiny local checkpoints behind zoo:<name> ids"),
+    "assemble_cobra": ("vlm.stages.assemble_cobra", "build a Cobra checkpoint from a pretrained SigLIP tower and a Mamba LM"),
     "family": ("vlm.models.registry", "print a model's family (from its config.json model_type)"),
 }
 

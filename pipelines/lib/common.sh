@@ -21,9 +21,20 @@ slug() { printf '%s' "$1" | sed -E 's#/+$##; s#^.*/##; s#[^A-Za-z0-9._-]+#-#g; s
 # the model family from the checkpoint's config.json (never from the id string)
 family() { "${VLM[@]}" family "$1"; }
 
-# the benchmark format of a JSON file (hypo3d | scanqa), read from its structure
+# the benchmark format of a data file (hypo3d | scanqa | aokvqa | llava-cot), read from its structure
 benchmark_of() {
-  "$PYTHON" -c "import sys; from vlm.data import detect_benchmark; from vlm.data.common import read_json; print(detect_benchmark(read_json(sys.argv[1])) or '')" "$1"
+  "$PYTHON" -c "
+import sys
+from vlm.data import DataError, detect_file
+try:
+    print(detect_file(sys.argv[1]) or '')
+except DataError as e:
+    sys.exit(e.render())" "$1"
+}
+
+# where a data file's images live by default (DATA dir/images; A-OKVQA: DATA dir/<split>2017)
+images_of() {
+  "$PYTHON" -c "import sys; from vlm.data import default_images_dir; print(default_images_dir(sys.argv[1], sys.argv[2]))" "$1" "$2"
 }
 
 # start_run TEACHER STUDENT BENCHMARK VAR... : create (or, with RUN_DIR=<dir>, resume) the run directory,

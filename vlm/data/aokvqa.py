@@ -3,7 +3,9 @@
     {"question_id": str, "question": str, "choices": [4 str], "correct_choice_idx": int,
      "direct_answers": [10 str], "difficult_direct_answer": bool, "rationales": [3 str], "image_id": int}
 
-Images: ``{coco_root}/{split}2017/{image_id:012}.jpg`` (the official ``get_coco_path``). The test split
+Images: ``{coco_root}/{split}2017/{image_id:012}.jpg`` (the official ``get_coco_path``), or
+``{image_dir}/{image_id:012}.jpg`` when the image folder itself is given (a split file such as ``cot_test.json``
+does not name its COCO split). The test split
 carries no answers: ``correct_choice_idx``, ``direct_answers``, ``difficult_direct_answer`` and ``rationales``
 may be missing when ``split == "test"`` (its Samples then have ``answers == []``).
 
@@ -40,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vlm.data.common import check_str, check_unique_ids, read_json
+from vlm.data.common import check_images_dir, check_str, check_unique_ids, read_json
 from vlm.data.errors import DataError, Problems
 from vlm.data.sample import Sample
 
@@ -55,8 +57,10 @@ def coco_path(coco_root: str | Path, split: str, image_id: int) -> Path:
 
 
 def split_from_name(path: str | Path) -> str | None:
-    """'aokvqa_v1p0_val.json' / 'aokvqa_val.json' -> 'val'; 'test_w_ans' files use the test images."""
-    m = re.search(r"(?:^|[_-])(train|val|test)(?:_w_ans)?\.json$", Path(path).name)
+    """'aokvqa_v1p0_val.json' / 'aokvqa_val.json' -> 'val'; 'test_w_ans' files use the test images. Only
+    A-OKVQA's own file names count: a split file of ours ('cot_test.json', 'train.json') says nothing about
+    the COCO split its images come from -> None."""
+    m = re.fullmatch(r"aokvqa(?:[_-].*)?[_-](train|val|test)(?:_w_ans)?\.json", Path(path).name)
     return m.group(1) if m else None
 
 
@@ -79,8 +83,11 @@ def _check_str_list(rec: dict, key: str, n: int, where: str, problems: Problems)
     return value
 
 
-def parse_aokvqa(data: Any, file: str | Path, coco_root: Path | None = None, split: str | None = None) -> list[Sample]:
-    """Validate a parsed A-OKVQA list and turn it into Samples; all problems raised together."""
+def parse_aokvqa(data: Any, file: str | Path, coco_root: Path | None = None, split: str | None = None,
+                 image_dir: Path | None = None) -> list[Sample]:
+    """Validate a parsed A-OKVQA list and turn it into Samples; all problems raised together. Images come from
+    ``coco_root`` (``{split}2017/`` below it) or straight from ``image_dir``; with neither, ``image`` is None.
+    A question with answers and rationales carries ``context["rationale_cot"]`` (``rationale_target``)."""
     problems = Problems(file)
     if not isinstance(data, list):
         problems.add("top level", f"expected a list of questions, got {type(data).__name__}")
@@ -141,13 +148,13 @@ def parse_aokvqa(data: Any, file: str | Path, coco_root: Path | None = None, spl
             answers[key] = value
         if not ok:
             continue
-        if coco_root is not None and image_id not in images:
-            path = coco_path(coco_root, split, image_id)
+        if (coco_root is not None or image_dir is not None) and image_id not in images:
+            path = image_dir / f"{image_id:012}.jpg" if image_dir is not None else coco_path(coco_root, split, image_id)
             images[image_id] = str(path.resolve()) if path.is_file() else None
             if images[image_id] is None:
                 problems.add(f"{where}.image_id", f"image not found: {path}")
         idx = answers["correct_choice_idx"]
-        samples.append(Sample(
+        sample = Sample(
             id=qid,
             benchmark=BENCHMARK,
             scene_id=str(image_id),  # questions about one image stay on one side of a split
@@ -156,18 +163,25 @@ def parse_aokvqa(data: Any, file: str | Path, coco_root: Path | None = None, spl
             answers=([choices[idx]] if idx is not None else []) + list(answers["direct_answers"]),
             question_type=[],
             context={"choices": list(choices), **answers, "image_id": image_id},
-        ))
+        )
+        if sample.answers and answers["rationales"]:
+            sample.context["rationale_cot"] = rationale_target(sample)  # what recipes train on (gold: rationale_cot)
+        samples.append(sample)
     check_unique_ids(ids, problems)
     problems.raise_if_any()
     return samples
 
 
-def load_aokvqa(path: str | Path, coco_root: str | Path | None = None, split: str | None = None) -> list[Sample]:
+def load_aokvqa(path: str | Path, coco_root: str | Path | None = None, split: str | None = None,
+                image_dir: str | Path | None = None) -> list[Sample]:
     """Load and validate an A-OKVQA file; ``split`` (train | val | test) defaults to the one in the file name
-    and picks the COCO image folder ``{coco_root}/{split}2017``."""
+    and picks the COCO image folder ``{coco_root}/{split}2017``. ``image_dir`` instead: the folder that holds
+    ``{image_id:012}.jpg`` itself (no split needed)."""
     split = split or split_from_name(path)
     if split is not None and split not in SPLITS:
         raise DataError.single(path, "-", f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+    if coco_root not in (None, "") and image_dir not in (None, ""):
+        raise DataError.single(path, "-", "pass a COCO root or an image folder, not both")
     root = None
     if coco_root not in (None, ""):
         if split is None:
@@ -175,7 +189,7 @@ def load_aokvqa(path: str | Path, coco_root: str | Path | None = None, split: st
         root = Path(coco_root)
         if not (root / f"{split}2017").is_dir():
             raise DataError.single(root / f"{split}2017", "-", "COCO image folder not found")
-    return parse_aokvqa(read_json(path), path, root, split)
+    return parse_aokvqa(read_json(path), path, root, split, check_images_dir(image_dir))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -170,15 +170,20 @@ def validate_record(rec: Any, image_root: str | Path | None = None) -> list[str]
 # ---------------------------------------------------------------------------------------------------
 
 
-def iter_records(path: str | Path) -> Iterator[tuple[str, Any, str | None]]:
-    """(location, record or None, reason the line is unreadable or None) for JSONL or a JSON list file.
-    Streams JSONL line by line (100k records need not sit in memory twice)."""
+def is_json_list(path: str | Path) -> bool:
+    """True for a JSON list file, False for JSONL (one record per line)."""
     path = Path(path)
     if not path.is_file():
         raise DataError.single(path, "-", "file not found")
     with path.open("rb") as f:
-        head = f.read(4096).lstrip()
-    if head.startswith(b"["):
+        return f.read(4096).lstrip().startswith(b"[")
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[str, Any, str | None]]:
+    """(location, record or None, reason the line is unreadable or None) for JSONL or a JSON list file.
+    Streams JSONL line by line (100k records need not sit in memory twice)."""
+    path = Path(path)
+    if is_json_list(path):
         from vlm.data.common import read_json
 
         data = read_json(path)
@@ -226,12 +231,18 @@ def checked_records(path: str | Path, image_root: str | Path | None) -> Iterator
         yield where, rec, reasons
 
 
+def scene_id_of(image: str) -> str:
+    """A record's scene: its image path without the extension, so questions about one image stay on one
+    side of a split."""
+    return os.path.splitext(os.path.normpath(image))[0]
+
+
 def record_samples(rec: dict, image_root: str | Path | None) -> list[Sample]:
     """Samples of a validated record: one per human/gpt pair (ids ``{id}#k`` when there are several)."""
     pairs = _turns(rec["conversations"], [])
     image_rel = os.path.normpath(rec["image"])
     image = os.path.abspath(os.path.join(image_root, image_rel)) if image_root is not None else None
-    scene_id = os.path.splitext(image_rel)[0]  # questions about one image stay on one side of a split
+    scene_id = scene_id_of(image_rel)
     source = image_rel.split(os.sep, 1)[0]
     rid = str(rec["id"])
     out = []

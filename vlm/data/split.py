@@ -3,11 +3,13 @@
 A *unit* is one question; a *group* is what must not straddle two splits (a scene by default, so
 no scene seen in training is evaluated). Groups are shuffled with a seeded numpy Generator and cut
 by group count with largest-remainder rounding, like sklearn's GroupShuffleSplit but three-way and
-with exact, documented counts. Output rebuilds the input's structure with the original order kept.
+with exact, documented counts. Output rebuilds the input's structure with the original order kept
+(a JSONL input: its own lines, byte for byte).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vlm.data.errors import DataError
+from vlm.data.llava_cot import scene_id_of
 
 GROUP_BY = ("scene", "change", "none")
 
@@ -25,9 +28,26 @@ class Unit:
     path: tuple  # where the question sits in the input: (scene_id, change_idx, qa_idx) or (index,) / (scene_id, index)
     change_key: str  # scene_id + change index for Hypo3D; the question itself elsewhere
     unit_key: str
+    questions: int = 1  # a LLaVA-CoT record (one unit: a line is never cut) may hold several question turns
+
+
+# The group "scene" of a record in a flat list: what must not straddle two splits.
+LIST_SCENE = {
+    "scanqa": lambda rec: rec["scene_id"],
+    "aokvqa": lambda rec: str(rec["image_id"]),  # every question about one COCO image
+    "llava-cot": lambda rec: scene_id_of(rec["image"]),  # every record about one image
+}
+
+
+def _questions(rec: dict, benchmark: str) -> int:
+    if benchmark == "llava-cot":  # a validated record alternates human / gpt turns
+        return sum(turn["from"] == "gpt" for turn in rec["conversations"])
+    return 1
 
 
 def units_of(data: Any, benchmark: str) -> list[Unit]:
+    """One unit per question (per record for LLaVA-CoT) of validated data; a flat list (ScanQA, A-OKVQA,
+    LLaVA-CoT records) is addressed by index."""
     units: list[Unit] = []
     if benchmark == "hypo3d":
         for scene_id, changes in data.items():
@@ -35,9 +55,10 @@ def units_of(data: Any, benchmark: str) -> list[Unit]:
                 for qi, _ in enumerate(change["questions_answers"]):
                     key = f"{scene_id}[{ci}]"
                     units.append(Unit(scene_id, (scene_id, ci, qi), key, f"{key}[{qi}]"))
-    elif isinstance(data, list):  # ScanQA flat
+    elif isinstance(data, list):
+        scene = LIST_SCENE[benchmark]
         for i, rec in enumerate(data):
-            units.append(Unit(rec["scene_id"], (i,), f"[{i}]", f"[{i}]"))
+            units.append(Unit(scene(rec), (i,), f"[{i}]", f"[{i}]", _questions(rec, benchmark)))
     else:  # ScanQA grouped by scene
         for scene_id, recs in data.items():
             for i, _ in enumerate(recs):
@@ -110,3 +131,10 @@ def rebuild(data: Any, benchmark: str, chosen: list[Unit]) -> Any:
         return [rec for i, rec in enumerate(data) if (i,) in keep]
     grouped = {sid: [r for i, r in enumerate(recs) if (sid, i) in keep] for sid, recs in data.items()}
     return {sid: recs for sid, recs in grouped.items() if recs}
+
+
+def read_jsonl(path: str | Path) -> tuple[list[Any], list[bytes]]:
+    """(records, raw lines) of a validated JSONL file: blank lines dropped, every line ending in a newline,
+    so a split writes the input's own lines back byte for byte."""
+    lines = [line + b"\n" for line in Path(path).read_bytes().split(b"\n") if line.strip()]  # as iter_records reads it
+    return [json.loads(line) for line in lines], lines

@@ -318,6 +318,49 @@ class Adapter(VLMAdapter):
     lora_target_regex = r".*language_model.*\.(in_proj|x_proj|dt_proj|out_proj)"
 
 
+def assemble(vision: str, language: str, vision_feature_layer: int = -2):
+    """(CobraForConditionalGeneration, processor) from a pretrained SigLIP checkpoint and a pretrained Mamba LM:
+    both weight sets copied in unchanged, a fresh projector, the LM's tokenizer + ``<|im_start|>``,
+    ``<|im_end|>`` and ``<image>`` (embedding rows added, initialised to the mean row), ChatML template."""
+    from transformers import AutoTokenizer
+
+    from vlm.models.tokenizer import chat_template
+
+    vision_config = AutoConfig.from_pretrained(vision)
+    vision_config = getattr(vision_config, "vision_config", vision_config)  # a full SigLIP (text + vision) too
+    tokenizer = AutoTokenizer.from_pretrained(language)
+    tokenizer.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
+    tokenizer.eos_token = "<|im_end|>"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        stats = SiglipImageProcessor.from_pretrained(vision)
+        mean_std = {"image_mean": stats.image_mean, "image_std": stats.image_std}
+    except OSError:  # a bare vision checkpoint without preprocessor_config.json: SigLIP's own defaults
+        mean_std = {}
+    processor = make_cobra_processor(tokenizer, vision_config.image_size, vision_config.patch_size,
+                                     chat_template=chat_template("<image>\n"), **mean_std)
+    lm = MambaForCausalLM.from_pretrained(language)
+    text_config = lm.config
+    text_config.pad_token_id, text_config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    config = CobraConfig(vision_config=vision_config.to_dict(), text_config=text_config.to_dict(),
+                         image_token_id=processor.image_token_id, vision_feature_layer=vision_feature_layer)
+    model = CobraForConditionalGeneration(config)
+    vision_state = SiglipVisionModel.from_pretrained(vision).state_dict()
+    missing, _ = model.vision_tower.load_state_dict(vision_state, strict=False)
+    if missing:  # (unexpected: SigLIP's pooling head, dropped on purpose)
+        raise ValueError(f"{vision}: vision weights missing for {missing[:5]}")
+    old_vocab = lm.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > old_vocab:
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.language_model.resize_token_embeddings(lm.get_input_embeddings().weight.shape[0])
+    model.language_model.load_state_dict(lm.state_dict())
+    model.config.text_config.vocab_size = model.language_model.config.vocab_size
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, processor
+
+
 def zoo_model(tokenizer, spec):
     """A tiny Cobra: trained entries use 48-px images / 16-px patches (9 image tokens, one per toy-world cell);
     mirror entries use the original Cobra's SigLIP preprocessing (384 px, patch 14 -> 729 image tokens)."""

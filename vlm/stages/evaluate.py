@@ -30,7 +30,7 @@ class Config:
     mode: str = field(default="normal", metadata={"help": "normal | blind (no image, no image tokens)", "choices": ["normal", "blind"]})
     images_dir: str = field(default="", metadata={"help": "folder with {scene_id}.png (needed in normal mode)"})
     axis_definitions: str = field(default="", metadata={"help": "Hypo3D axis definitions (.xlsx/.csv) for the orientation"})
-    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | auto"})
+    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | aokvqa | llava-cot | auto"})
     variant: str = field(default="", metadata={"help": "label for the report (e.g. student_kd)"})
     limit: int = field(default=0, metadata={"help": "evaluate only the first N samples (0: all)"})
     batch_size: int = field(default=16, metadata={"help": "samples per generate call"})

@@ -36,7 +36,7 @@ class Config:
     """LoRA / full fine-tune with the HF Trainer; loss ce (gold) or kd (teacher CoT + cached logits)."""
 
     model: str = field(metadata={"help": "hub id, local checkpoint folder or zoo:<name>"})
-    data: str = field(metadata={"help": "training split (Hypo3D or ScanQA JSON)"})
+    data: str = field(metadata={"help": "training split (Hypo3D, ScanQA, A-OKVQA JSON or LLaVA-CoT JSONL)"})
     out_dir: str = field(metadata={"help": "run folder: adapter/, checkpoints/, trainer_log.jsonl, train_config.json"})
     loss: str = field(default="ce", metadata={"help": "ce | kd", "choices": ["ce", "kd"]})
     recipe: str = field(default="direct", metadata={"help": "ce: recipe whose gold phases are the target (direct = gold answer)"})
@@ -49,7 +49,7 @@ class Config:
     mode: str = field(default="normal", metadata={"help": "train with the image (normal) or without (blind)", "choices": ["normal", "blind"]})
     images_dir: str = field(default="", metadata={"help": "folder with {scene_id}.png"})
     axis_definitions: str = field(default="", metadata={"help": "Hypo3D axis definitions (.xlsx/.csv)"})
-    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | auto"})
+    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | aokvqa | llava-cot | auto"})
     epochs: float = field(default=3.0, metadata={"help": "training epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after N optimizer steps (overrides epochs when > 0)"})
     batch_size: int = field(default=8, metadata={"help": "per-device batch size"})
@@ -58,7 +58,7 @@ class Config:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    full_finetune: bool = field(default=False, metadata={"help": "train all language-model weights instead of LoRA (vision tower stays frozen)"})
+    full_finetune: bool = field(default=False, metadata={"help": "train all language-model and projector weights instead of LoRA (vision tower stays frozen)"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps (resume point)"})
     limit: int = field(default=0, metadata={"help": "train on the first N samples only (0: all)"})
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
@@ -202,8 +202,8 @@ def main(cfg: Config) -> int:
         _check_tokenizer(cache, adapter, cfg)
     model = adapter.model
     if cfg.full_finetune:
-        for name, p in model.named_parameters():
-            p.requires_grad = "language_model" in name  # vision tower and projector stay as they are
+        for name, p in model.named_parameters():  # the vision tower stays as it is (LLaVA / Cobra fine-tuning)
+            p.requires_grad = "language_model" in name or "multi_modal_projector" in name
     else:
         from peft import LoraConfig, get_peft_model
 

@@ -44,7 +44,7 @@ class Config:
     mode: str = field(default="normal", metadata={"help": "normal | blind", "choices": ["normal", "blind"]})
     images_dir: str = field(default="", metadata={"help": "folder with {scene_id}.png"})
     axis_definitions: str = field(default="", metadata={"help": "Hypo3D axis definitions (.xlsx/.csv)"})
-    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | auto"})
+    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | aokvqa | llava-cot | auto"})
     limit: int = field(default=0, metadata={"help": "first N samples only (0: all)"})
     batch_size: int = field(default=16, metadata={"help": "samples per generate / re-scoring batch"})
     dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16"})

@@ -14,12 +14,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlm.data import load_samples
+from vlm.data import BENCHMARKS, load_samples
 from vlm.data.errors import DataError
 from vlm.data.sample import Sample
 from vlm.io import atomic_write_text
 from vlm.metrics import prediction_record
-
 
 
 def keys(sample: Sample) -> list[tuple]:
@@ -42,10 +41,10 @@ def fit(train: list[Sample]) -> dict[tuple, str]:
 class Config:
     """Answer-prior baseline (no model): most frequent training answer per question pattern."""
 
-    train: str = field(metadata={"help": "training split (Hypo3D or ScanQA JSON)"})
-    test: str = field(metadata={"help": "split to predict"})
+    train: str = field(metadata={"help": "training split (Hypo3D / ScanQA / A-OKVQA JSON or LLaVA-CoT JSONL)"})
+    test: str = field(metadata={"help": "split to predict (same format)"})
     out: str = field(metadata={"help": "predictions.jsonl to write"})
-    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | auto"})
+    benchmark: str = field(default="auto", metadata={"help": f"{' | '.join(BENCHMARKS)} | auto"})
 
 
 def main(cfg: Config) -> int:
