@@ -204,6 +204,9 @@ def _ph(*outputs: str) -> list[dict]:
         (_ph("scratch", "<REASONING></REASONING> left"), ""),  # a tag wins over the scratchpad rule
         (_ph("<REASONING>a</REASONING> x <REASONING>b"), "a\nb"),  # every tag
         ([], ""),
+        (_ph("The cab is yellow.\nAnswer: yellow"), "The cab is yellow."),  # rationale before the answer line
+        (_ph("Answer: yellow"), ""),  # the answer line alone
+        (_ph("plan", "why\nAnswer: yes"), "plan\nwhy"),
     ],
 )
 def test_reasoning_part(phases: list[dict], expected: str) -> None:

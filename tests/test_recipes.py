@@ -95,6 +95,8 @@ def test_a_structured_output_is_parsed_under_every_recipe():
         r = load_recipe(name)
         assert r.answer(["x"] * (len(r.phases) - 1) + [out]) == "two"
         assert r.answer(["x"] * (len(r.phases) - 1) + ["two"]) == "two"
+        assert r.answer(["x"] * (len(r.phases) - 1) + ["It has two legs.\nAnswer: two\n"]) == "two"  # rationale format
+    assert load_recipe("direct").answer(["The Answer: is not at a line start"]) == "The Answer: is not at a line start"
 
 
 def test_max_new_tokens_overrides_every_phase():

@@ -558,11 +558,18 @@ def reasoning_part(phases: Sequence[Mapping[str, Any]]) -> str:
 
     With a ``<REASONING>…</REASONING>`` tag in any phase output: the tags' contents (an unclosed
     ``<REASONING>`` counts up to the end of its output), joined by newlines — an empty tag gives ''.
-    Without any such tag: the outputs of all phases but the last (the answer phase), joined by newlines.
+    Without any such tag: the outputs of all phases but the last (the answer phase), plus the last output's
+    text before its final line-start "Answer:" (a rationale written before the answer), joined by newlines.
     """
+    from vlm.recipes import ANSWER_LINE
+
     outputs = [str(p.get("output") or "") for p in phases]
     tagged = [m.group(1).strip() for out in outputs for m in _REASONING_TAG.finditer(out)]
-    parts = tagged if tagged else [out.strip() for out in outputs[:-1]]
+    if tagged:
+        parts = tagged
+    else:
+        lines = list(ANSWER_LINE.finditer(outputs[-1])) if outputs else []
+        parts = [out.strip() for out in outputs[:-1]] + ([outputs[-1][: lines[-1].start()].strip()] if lines else [])
     return "\n".join(p for p in parts if p)
 
 

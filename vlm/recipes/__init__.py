@@ -8,7 +8,8 @@ answer. Students train on every assistant turn of that conversation.
 
 Answer extraction from the final output: the text inside ``answer_tag`` (e.g. LLaVA-CoT's ``<CONCLUSION>``),
 or after the last ``answer_after`` marker (e.g. ``Answer:``); a structured output's ``<CONCLUSION>`` is its
-answer under every recipe (a model fine-tuned on LLaVA-CoT data reasons in tags even when asked directly);
+answer under every recipe, and so is a last line "Answer: …" (a model fine-tuned on LLaVA-CoT data or on
+A-OKVQA rationales writes that format even when asked directly);
 otherwise the whole output. Gold of the final phase: the sample's ``gold`` field when it has one (the full
 four-tag CoT of a LLaVA-CoT record, an A-OKVQA rationale target), else the gold answer in the recipe's
 answer format.
@@ -36,6 +37,7 @@ SAMPLE_FIELDS = ("question", "task", "context_change", "orientation", "orientati
 PHASE_KEYS = {"name", "prompt", "image", "max_new_tokens", "when", "gold"}
 RECIPE_KEYS = {"name", "description", "phases", "answer_tag", "answer_after"}
 STRUCTURED_ANSWER_TAG = "CONCLUSION"  # LLaVA-CoT
+ANSWER_LINE = re.compile(r"^[ \t]*Answer:", re.M)  # A-OKVQA rationale targets end on a line "Answer: …"
 
 Conversation = list[dict[str, Any]]
 
@@ -89,6 +91,9 @@ class Recipe:
                 return m.group(1).strip()
         if self.answer_after and self.answer_after in final:
             return final.rsplit(self.answer_after, 1)[1].strip().split("\n", 1)[0].strip()
+        lines = list(ANSWER_LINE.finditer(final))
+        if lines:  # a model trained on rationale targets writes them under any prompt
+            return final[lines[-1].end():].strip().split("\n", 1)[0].strip()
         return final.strip()
 
     def format_answer(self, answer: str) -> str:
