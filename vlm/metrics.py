@@ -549,10 +549,6 @@ def infer_benchmark(records: Sequence[Prediction | Mapping[str, Any]]) -> str:
 # Reasoning
 # ---------------------------------------------------------------------------------------------
 
-# An unclosed tag (generation cut at max_new_tokens) runs to the end of the text.
-_REASONING_TAG = re.compile(r"<REASONING>(.*?)(?:</REASONING>|\Z)", re.DOTALL)
-
-
 def reasoning_part(phases: Sequence[Mapping[str, Any]]) -> str:
     """The reasoning a record's phases hold, stripped ('' when none).
 
@@ -561,15 +557,15 @@ def reasoning_part(phases: Sequence[Mapping[str, Any]]) -> str:
     Without any such tag: the outputs of all phases but the last (the answer phase), plus the last output's
     text before its final line-start "Answer:" (a rationale written before the answer), joined by newlines.
     """
-    from vlm.recipes import ANSWER_LINE
+    from vlm.recipes import split_answer_line, tag_texts
 
     outputs = [str(p.get("output") or "") for p in phases]
-    tagged = [m.group(1).strip() for out in outputs for m in _REASONING_TAG.finditer(out)]
+    tagged = [text for out in outputs for text in tag_texts(out, "REASONING")]
     if tagged:
         parts = tagged
     else:
-        lines = list(ANSWER_LINE.finditer(outputs[-1])) if outputs else []
-        parts = [out.strip() for out in outputs[:-1]] + ([outputs[-1][: lines[-1].start()].strip()] if lines else [])
+        split = split_answer_line(outputs[-1]) if outputs else None
+        parts = [out.strip() for out in outputs[:-1]] + ([split[0].strip()] if split else [])
     return "\n".join(p for p in parts if p)
 
 

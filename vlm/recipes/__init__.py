@@ -85,15 +85,14 @@ class Recipe:
     def answer(self, outputs: list[str]) -> str:
         final = outputs[-1] if outputs else ""
         tag = self.answer_tag or (STRUCTURED_ANSWER_TAG if f"<{STRUCTURED_ANSWER_TAG}>" in final else None)
-        if tag:
-            m = re.search(rf"<{tag}>(.*?)(?:</{tag}>|$)", final, re.S)
-            if m:
-                return m.group(1).strip()
+        tagged = tag_texts(final, tag) if tag else []
+        if tagged:
+            return tagged[0]
         if self.answer_after and self.answer_after in final:
             return final.rsplit(self.answer_after, 1)[1].strip().split("\n", 1)[0].strip()
-        lines = list(ANSWER_LINE.finditer(final))
-        if lines:  # a model trained on rationale targets writes them under any prompt
-            return final[lines[-1].end():].strip().split("\n", 1)[0].strip()
+        split = split_answer_line(final)
+        if split:  # a model trained on rationale targets writes them under any prompt
+            return split[1].strip().split("\n", 1)[0].strip()
         return final.strip()
 
     def format_answer(self, answer: str) -> str:
@@ -115,6 +114,18 @@ class Recipe:
         final = phases[-1].gold and sample.context.get(phases[-1].gold)
         out.append(final or self.format_answer(sample.answer))
         return out
+
+
+def tag_texts(text: str, tag: str) -> list[str]:
+    """The stripped contents of every ``<tag>…</tag>`` in ``text``; an unclosed tag (generation cut at
+    max_new_tokens) runs to the end of the text."""
+    return [m.group(1).strip() for m in re.finditer(rf"<{tag}>(.*?)(?:</{tag}>|\Z)", text, re.S)]
+
+
+def split_answer_line(text: str) -> tuple[str, str] | None:
+    """(text before, text after) the last line-start "Answer:" of ``text``; None when it has none."""
+    lines = list(ANSWER_LINE.finditer(text))
+    return (text[: lines[-1].start()], text[lines[-1].end():]) if lines else None
 
 
 def fields(sample: Sample) -> dict[str, str]:
