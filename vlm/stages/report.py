@@ -286,19 +286,24 @@ def _pairs(entries: list[Entry]) -> dict[tuple[str, str, str], dict[str, Entry]]
     return out
 
 
+def normal_blind_gap(modes: dict[str, Entry], metric: str, scores: Scores, n_bootstrap: int, seed: int) -> tuple:
+    """(normal cell, blind cell, gap) of one evaluation pair; the gap (normal - blind) has a paired CI."""
+    normal, blind = (_cell(modes.get(m), metric, scores, n_bootstrap, seed) for m in MODES)
+    gap = None
+    if normal and blind:
+        nv, bv = normal["value"], blind["value"]
+        paired = paired_difference(*(scores.get(modes[m], metric) for m in MODES), n_bootstrap, seed)
+        gap = {"value": _round(nv - bv) if nv is not None and bv is not None else None, **paired,
+               "src": [normal["src"], blind["src"]]}
+    return normal, blind, gap
+
+
 def headline_rows(entries: list[Entry], requested: str, scores: Scores, n_bootstrap: int, seed: int) -> list[dict]:
     rows = []
     for (bench, variant, recipe), modes in _pairs(entries).items():
         first = modes.get("normal") or modes["blind"]
         metric = headline_metric(bench, first.metrics["overall"], requested)
-        normal, blind = (_cell(modes.get(m), metric, scores, n_bootstrap, seed) for m in MODES)
-        gap = None
-        if normal and blind:
-            nv, bv = normal["value"], blind["value"]
-            per_id = (scores.get(modes[m], metric) for m in MODES)
-            paired = paired_difference(*per_id, n_bootstrap, seed)
-            gap = {"value": _round(nv - bv) if nv is not None and bv is not None else None, **paired,
-                   "src": [normal["src"], blind["src"]]}
+        normal, blind, gap = normal_blind_gap(modes, metric, scores, n_bootstrap, seed)
         rows.append({"benchmark": bench, "variant": variant, "recipe": recipe, "metric": metric,
                      "normal": normal, "blind": blind, "gap": gap})
     return rows
@@ -371,11 +376,7 @@ def arm_rows(entries: list[Entry], requested: str, scores: Scores, n_bootstrap: 
         first = modes.get("normal") or modes["blind"]
         bench = first.metrics["benchmark"]
         metric = headline_metric(bench, first.metrics["overall"], requested)
-        normal, blind = (_cell(modes.get(m), metric, scores, n_bootstrap, seed) for m in MODES)
-        gap = None
-        if normal and blind and normal["value"] is not None and blind["value"] is not None:
-            paired = paired_difference(*(scores.get(modes[m], metric) for m in MODES), n_bootstrap, seed)
-            gap = {"value": _round(normal["value"] - blind["value"]), **paired, "src": [normal["src"], blind["src"]]}
+        normal, blind, gap = normal_blind_gap(modes, metric, scores, n_bootstrap, seed)
         reasoning = {m: _round(modes[m].metrics["overall"].get(REASONING)) if m in modes else None for m in MODES}
         others = {k: _round(v) for k, v in first.metrics["overall"].items() if k not in (metric, REASONING)}
         rows.append({"arm": arm, "benchmark": bench, "variant": first.variant, "recipe": first.recipe, "metric": metric,
