@@ -34,7 +34,6 @@ Scores are fractions in [0, 1] (the official script prints percentages).
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import re
@@ -355,11 +354,6 @@ def write_sample(out: str | Path, seed: int = 0, scenes: int = 25, per_scene: in
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="write the toy-world A-OKVQA sample (aokvqa_val.json + val2017/*.jpg)")
-    ap.add_argument("--write-sample", metavar="DIR", required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scenes", type=int, default=25)
-    ap.add_argument("--per-scene", type=int, default=4)
-    args = ap.parse_args()
-    n = write_sample(args.write_sample, args.seed, args.scenes, args.per_scene)
-    print(f"aokvqa sample: {n} questions -> {args.write_sample}")
+    from vlm.data.common import write_sample_cli
+
+    write_sample_cli(write_sample, "write the toy-world A-OKVQA sample (aokvqa_val.json + val2017/*.jpg)", "aokvqa sample: {n} questions -> {out}")

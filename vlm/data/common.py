@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from vlm.data.errors import DataError, Problems
 
@@ -72,3 +72,19 @@ def check_unique_ids(ids: list[tuple[str, str]], problems: Problems) -> None:
             problems.add(where, f"duplicate id '{sample_id}' (first at {first_seen[sample_id]})")
         else:
             first_seen[sample_id] = where
+
+
+def write_sample_cli(write_sample: Callable[..., int], description: str, done: str) -> None:
+    """``python -m vlm.data.<format> --write-sample DIR [--seed --scenes --per-scene]``: the entry point of a
+    format's toy-sample writer (``write_sample(out, seed, scenes, per_scene) -> count``); ``done`` is the
+    closing line, with ``{n}`` (the count) and ``{out}``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--write-sample", metavar="DIR", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scenes", type=int, default=25)
+    ap.add_argument("--per-scene", type=int, default=4)
+    args = ap.parse_args()
+    n = write_sample(args.write_sample, args.seed, args.scenes, args.per_scene)
+    print(done.format(n=n, out=args.write_sample))

@@ -20,7 +20,6 @@ The committed toy sample (``llava_cot_dataset/sample``) is written by
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -405,11 +404,6 @@ def write_sample(out: str | Path, seed: int = 0, scenes: int = 25, per_scene: in
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="write the toy-world LLaVA-CoT sample (train.jsonl + images/toy/*.png)")
-    ap.add_argument("--write-sample", metavar="DIR", required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scenes", type=int, default=25)
-    ap.add_argument("--per-scene", type=int, default=4)
-    args = ap.parse_args()
-    n = write_sample(args.write_sample, args.seed, args.scenes, args.per_scene)
-    print(f"llava-cot sample: {n} records -> {args.write_sample}")
+    from vlm.data.common import write_sample_cli
+
+    write_sample_cli(write_sample, "write the toy-world LLaVA-CoT sample (train.jsonl + images/toy/*.png)", "llava-cot sample: {n} records -> {out}")
