@@ -321,7 +321,8 @@ class Adapter(VLMAdapter):
 def assemble(vision: str, language: str, vision_feature_layer: int = -2):
     """(CobraForConditionalGeneration, processor) from a pretrained SigLIP checkpoint and a pretrained Mamba LM:
     both weight sets copied in unchanged, a fresh projector, the LM's tokenizer + ``<|im_start|>``,
-    ``<|im_end|>`` and ``<image>`` (embedding rows added, initialised to the mean row), ChatML template."""
+    ``<|im_end|>`` and ``<image>`` (embedding rows added, drawn around the mean embedding: transformers'
+    ``mean_resizing``), ChatML template."""
     from transformers import AutoTokenizer
 
     from vlm.models.tokenizer import chat_template
@@ -355,7 +356,6 @@ def assemble(vision: str, language: str, vision_feature_layer: int = -2):
         lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     model.language_model.resize_token_embeddings(lm.get_input_embeddings().weight.shape[0])
     model.language_model.load_state_dict(lm.state_dict())
-    model.config.text_config.vocab_size = model.language_model.config.vocab_size
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, processor

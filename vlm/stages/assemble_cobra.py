@@ -6,7 +6,7 @@
 Cobra (Zhao et al., 2024) is built this way: vision encoder -> new 2-layer MLP projector -> Mamba LM. The output
 folder is an ordinary checkpoint (``config.json`` model_type "cobra", safetensors, processor) that every stage
 loads like a hub id. The tokenizer is the language model's plus the ChatML turn tokens and ``<image>`` (embeddings
-resized, new rows initialised to the mean embedding); the projector is random, so train it:
+resized, new rows drawn around the mean embedding); the projector is random, so train it:
 ``python -m vlm finetune --full_finetune`` trains the language model AND the projector (the vision tower stays
 frozen), the two Cobra training stages in one (projector alignment, then fine-tuning).
 """
