@@ -165,6 +165,18 @@ def test_different_tokenizer_refused_or_falls_back_to_ce(cot_run, tmp_path):
     assert json.loads((tmp_path / "ce" / "train_config.json").read_text())["kd_active"] is False
 
 
+def test_resume_point_is_the_newest_checkpoint_with_a_trainer_state(tmp_path):
+    from vlm.stages.finetune import incomplete_checkpoints, last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path) is None
+    for step, state in [(8, "{}"), (12, "{}"), (16, None), (20, '{"global_st')]:  # 16: killed before, 20: during the write
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(tmp_path).name == "checkpoint-12"
+    assert [p.name for p in incomplete_checkpoints(tmp_path)] == ["checkpoint-16", "checkpoint-20"]
+
+
 def test_finetune_resumes_from_its_last_checkpoint(tmp_path):
     import signal
     import time
@@ -181,9 +193,15 @@ def test_finetune_resumes_from_its_last_checkpoint(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "adapter").exists(), "the kill should land before the end"
+    # a kill during a save leaves a newer, half-written checkpoint (CI hit one): plant one so it always happens
+    ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    partial = out / "checkpoints" / f"checkpoint-{int(ckpts[-1].name.split('-')[1]) + 4}"
+    partial.mkdir(exist_ok=True)
+    (partial / "trainer_state.json").unlink(missing_ok=True)
+    (partial / "adapter_config.json").write_text("{}")
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "resuming from the last checkpoint" in r.stdout
+    assert "resuming from the last checkpoint" in r.stdout and f"removing {partial.name}" in r.stdout
     steps = [json.loads(line)["step"] for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     assert steps[-1] == 200 and (out / "adapter" / "adapter_config.json").is_file()
     # the second run started after step 1: its first logged step is past the checkpoint, not 1 again

@@ -170,6 +170,31 @@ def jsonl_log_callback(path: Path):
     return JsonlLog()
 
 
+# ------------------------------------------------------------------------------------ resume points
+def _checkpoints(ckpt_dir: Path) -> list[Path]:
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _is_complete(checkpoint: Path) -> bool:
+    # the Trainer writes trainer_state.json last, after weights, optimizer and RNG state
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint a killed run finished writing (get_last_checkpoint would pick a half-written one)."""
+    complete = [p for p in _checkpoints(ckpt_dir) if _is_complete(p)]
+    return complete[-1] if complete else None
+
+
+def incomplete_checkpoints(ckpt_dir: Path) -> list[Path]:
+    return [p for p in _checkpoints(ckpt_dir) if not _is_complete(p)]
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(cfg: Config) -> int:
     from transformers import TrainingArguments
@@ -227,10 +252,14 @@ def main(cfg: Config) -> int:
     trainer = make_trainer_class()(model=model, args=args, train_dataset=rows,
                                    data_collator=Collator(adapter, recipe, blind, cache), kd=cfg if cache is not None else None,
                                    callbacks=[jsonl_log_callback(out / "trainer_log.jsonl")])
-    resume = any(ckpt_dir.glob("checkpoint-*"))
+    resume = last_complete_checkpoint(ckpt_dir)
+    if trainer.is_world_process_zero():
+        for partial in incomplete_checkpoints(ckpt_dir):
+            print(f"finetune: removing {partial.name}, cut short before its trainer_state.json was written")
+            shutil.rmtree(partial, ignore_errors=True)
     if resume:
-        print(f"finetune: resuming from the last checkpoint in {ckpt_dir}")
-    trainer.train(resume_from_checkpoint=True if resume else None)
+        print(f"finetune: resuming from the last checkpoint in {ckpt_dir} ({resume.name})")
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.is_world_process_zero():
         tmp = out / "adapter.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
