@@ -91,10 +91,8 @@ def test_hypo3d_study_killed_in_kd_resumes_then_reruns_with_everything_skipped(e
     assert all(after[name] == mtime for name, mtime in before.items()), "a stage before KD was recomputed"
     assert "skip teacher_cot (done)" in r.stderr
     check_run_dir(run_dir, "hypo3d")
-    start = time.time()
     r = run("cot_inference_pipeline_hypo3d.sh", "zoo:llava-ov-mirror", "zoo:qwen2-vl-mirror", env={**env, "RUN_DIR": str(run_dir)})
-    assert r.returncode == 0 and "stage " not in r.stderr.replace("skip ", "")
-    assert time.time() - start < 30
+    assert r.returncode == 0 and "stage " not in r.stderr.replace("skip ", "")  # every stage skipped, none re-run
 
 
 @pytest.mark.parametrize("script, args, benchmark", [
