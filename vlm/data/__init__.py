@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,10 +146,34 @@ def load_split(path, *, benchmark: str = "auto", images_dir=None, axis_definitio
     return samples
 
 
+@dataclass(kw_only=True)
+class SplitInput:
+    """The split a model stage reads (evaluate, generate_cot, finetune): one set of flags, one loader.
+    Stage Configs inherit it; keyword-only, so their own required fields (model, out_dir) may follow."""
+
+    data: str = field(metadata={"help": "benchmark split: Hypo3D, ScanQA or A-OKVQA JSON, or LLaVA-CoT JSONL"})
+    images_dir: str = field(default="", metadata={"help": "image folder ({scene_id}.png; A-OKVQA: COCO root or {split}2017 folder); "
+                                                          "needed in normal mode"})
+    axis_definitions: str = field(default="", metadata={"help": "Hypo3D axis definitions (.xlsx/.csv) for the orientation"})
+    benchmark: str = field(default="auto", metadata={"help": f"{' | '.join(BENCHMARKS)} | auto"})
+    mode: str = field(default="normal", metadata={"help": "normal (with the image) | blind (no image, no image tokens)",
+                                                  "choices": ["normal", "blind"]})
+    limit: int = field(default=0, metadata={"help": "first N samples only (0: all), for smoke runs"})
+
+    @property
+    def blind(self) -> bool:
+        return self.mode == "blind"
+
+    def samples(self) -> list[Sample]:
+        return load_split(self.data, benchmark=self.benchmark, images_dir=self.images_dir,
+                          axis_definitions=self.axis_definitions, limit=self.limit, need_images=not self.blind)
+
+
 __all__ = [
     "BENCHMARKS",
     "DataError",
     "Sample",
+    "SplitInput",
     "default_images_dir",
     "detect_benchmark",
     "detect_file",

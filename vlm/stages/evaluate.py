@@ -14,25 +14,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlm.data import load_split
+from vlm.data import SplitInput
 from vlm.io import append_jsonl, atomic_write_text, dumps_json, resume_jsonl
 
 
 @dataclass
-class Config:
+class Config(SplitInput):
     """Evaluate model x recipe x mode on a benchmark split; resumable per-sample predictions + metrics."""
 
     model: str = field(metadata={"help": "hub id, local checkpoint folder or zoo:<name>"})
-    data: str = field(metadata={"help": "benchmark split (Hypo3D, ScanQA, A-OKVQA JSON or LLaVA-CoT JSONL)"})
     out_dir: str = field(metadata={"help": "folder for predictions.jsonl, metrics.json, eval_meta.json"})
     adapter: str = field(default="", metadata={"help": "PEFT adapter folder (LoRA) to apply, or a full fine-tune output folder (used instead of --model)"})
     recipe: str = field(default="direct", metadata={"help": "recipe name (vlm/recipes/*.yaml) or YAML path"})
-    mode: str = field(default="normal", metadata={"help": "normal | blind (no image, no image tokens)", "choices": ["normal", "blind"]})
-    images_dir: str = field(default="", metadata={"help": "folder with {scene_id}.png (needed in normal mode)"})
-    axis_definitions: str = field(default="", metadata={"help": "Hypo3D axis definitions (.xlsx/.csv) for the orientation"})
-    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | aokvqa | llava-cot | auto"})
     variant: str = field(default="", metadata={"help": "label for the report (e.g. student_kd)"})
-    limit: int = field(default=0, metadata={"help": "evaluate only the first N samples (0: all)"})
     batch_size: int = field(default=16, metadata={"help": "samples per generate call"})
     max_new_tokens: int = field(default=0, metadata={"help": "token budget of every phase (0: each phase's own); raise it for "
                                                              "models that reason before answering, e.g. after LLaVA-CoT training"})
@@ -50,9 +44,8 @@ def main(cfg: Config) -> int:
     from vlm.recipes import load_recipe, run
 
     recipe = load_recipe(cfg.recipe)
-    blind = cfg.mode == "blind"
-    samples = load_split(cfg.data, benchmark=cfg.benchmark, images_dir=cfg.images_dir, axis_definitions=cfg.axis_definitions,
-                         limit=cfg.limit, need_images=cfg.mode == "normal")
+    blind = cfg.blind
+    samples = cfg.samples()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pred_file = out / "predictions.jsonl"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from vlm.data import load_split
+from vlm.data import SplitInput
 from vlm.data.errors import DataError
 from vlm.io import atomic_write_text, dumps_json, resume_jsonl
 
@@ -32,11 +32,10 @@ TEACHER_KEYS = ("teacher_ids", "teacher_logprobs", "teacher_log_tail")
 
 
 @dataclass
-class Config:
+class Config(SplitInput):
     """LoRA / full fine-tune with the HF Trainer; loss ce (gold) or kd (teacher CoT + cached logits)."""
 
     model: str = field(metadata={"help": "hub id, local checkpoint folder or zoo:<name>"})
-    data: str = field(metadata={"help": "training split (Hypo3D, ScanQA, A-OKVQA JSON or LLaVA-CoT JSONL)"})
     out_dir: str = field(metadata={"help": "run folder: adapter/, checkpoints/, trainer_log.jsonl, train_config.json"})
     loss: str = field(default="ce", metadata={"help": "ce | kd", "choices": ["ce", "kd"]})
     recipe: str = field(default="direct", metadata={"help": "ce: recipe whose gold phases are the target (direct = gold answer)"})
@@ -46,10 +45,6 @@ class Config:
     divergence: str = field(default="forward_kl", metadata={"help": "kd: forward_kl | reverse_kl | jsd",
                                                             "choices": ["forward_kl", "reverse_kl", "jsd"]})
     jsd_beta: float = field(default=0.5, metadata={"help": "kd: beta of the generalised JSD"})
-    mode: str = field(default="normal", metadata={"help": "train with the image (normal) or without (blind)", "choices": ["normal", "blind"]})
-    images_dir: str = field(default="", metadata={"help": "folder with {scene_id}.png"})
-    axis_definitions: str = field(default="", metadata={"help": "Hypo3D axis definitions (.xlsx/.csv)"})
-    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | aokvqa | llava-cot | auto"})
     epochs: float = field(default=3.0, metadata={"help": "training epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after N optimizer steps (overrides epochs when > 0)"})
     batch_size: int = field(default=8, metadata={"help": "per-device batch size"})
@@ -60,7 +55,6 @@ class Config:
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     full_finetune: bool = field(default=False, metadata={"help": "train all language-model and projector weights instead of LoRA (vision tower stays frozen)"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps (resume point)"})
-    limit: int = field(default=0, metadata={"help": "train on the first N samples only (0: all)"})
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
     dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16"})
 
@@ -204,9 +198,8 @@ def main(cfg: Config) -> int:
 
     cot_meta = _cot_meta(cfg) if cfg.loss == "kd" else {}
     recipe = load_recipe(cot_meta.get("recipe", cfg.recipe))
-    samples = load_split(cfg.data, benchmark=cfg.benchmark, images_dir=cfg.images_dir, axis_definitions=cfg.axis_definitions,
-                         limit=cfg.limit, need_images=cfg.mode == "normal")
-    blind = cfg.mode == "blind"
+    samples = cfg.samples()
+    blind = cfg.blind
     rows = training_rows(cfg, samples, recipe)
     cache = None
     if cfg.loss == "kd" and cot_meta.get("kd", True):

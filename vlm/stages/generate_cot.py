@@ -24,28 +24,22 @@ from pathlib import Path
 
 import torch
 
-from vlm.data import load_split
+from vlm.data import SplitInput
 from vlm.data.errors import DataError
 from vlm.io import append_jsonl, atomic_write_text, dumps_json, resume_jsonl
 
 
 @dataclass
-class Config:
+class Config(SplitInput):
     """Teacher CoT transcripts (resumable) + raw top-k logit cache for KD."""
 
     teacher: str = field(metadata={"help": "teacher model id (hub id, folder or zoo:<name>)"})
-    data: str = field(metadata={"help": "CoT-train split (Hypo3D or ScanQA JSON)"})
     out_dir: str = field(metadata={"help": "output folder: transcripts.jsonl, logits/, cot_meta.json"})
     adapter: str = field(default="", metadata={"help": "teacher PEFT adapter (e.g. the teacher LoRA)"})
     recipe: str = field(default="hypo3d-cot", metadata={"help": "reasoning recipe (vlm/recipes/*.yaml) or YAML path"})
     student: str = field(default="", metadata={"help": "student model id: checks that its tokenizer matches before caching"})
     fallback_to_ce: bool = field(default=False, metadata={"help": "if the tokenizers differ, skip the cache (student trains CE on the transcripts)"})
     top_k: int = field(default=64, metadata={"help": "cached logits per token"})
-    mode: str = field(default="normal", metadata={"help": "normal | blind", "choices": ["normal", "blind"]})
-    images_dir: str = field(default="", metadata={"help": "folder with {scene_id}.png"})
-    axis_definitions: str = field(default="", metadata={"help": "Hypo3D axis definitions (.xlsx/.csv)"})
-    benchmark: str = field(default="auto", metadata={"help": "hypo3d | scanqa | aokvqa | llava-cot | auto"})
-    limit: int = field(default=0, metadata={"help": "first N samples only (0: all)"})
     batch_size: int = field(default=16, metadata={"help": "samples per generate / re-scoring batch"})
     dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
@@ -60,9 +54,8 @@ def main(cfg: Config) -> int:
     from vlm.recipes import load_recipe, run
 
     recipe = load_recipe(cfg.recipe)
-    blind = cfg.mode == "blind"
-    samples = load_split(cfg.data, benchmark=cfg.benchmark, images_dir=cfg.images_dir, axis_definitions=cfg.axis_definitions,
-                         limit=cfg.limit, need_images=cfg.mode == "normal")
+    blind = cfg.blind
+    samples = cfg.samples()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     teacher = load_model(cfg.teacher, adapter=cfg.adapter or None, dtype=cfg.dtype, device=cfg.device)
