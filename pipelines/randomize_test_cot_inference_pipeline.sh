@@ -27,7 +27,6 @@ LIMIT="${LIMIT:-8}" EPOCHS="${EPOCHS:-1}" TEACHER_EPOCHS="${TEACHER_EPOCHS:-1}"
 for f in TRAIN_DATA_PATH VAL_DATA_PATH TEST_DATA_PATH IMAGES_DIR; do require_file "${!f}" "$f"; done
 DATA="$TRAIN_DATA_PATH"
 BENCHMARK="$(benchmark_of "$DATA")"
-[[ -n "$BENCHMARK" ]] || die "cannot tell whether $DATA is Hypo3D or ScanQA"
 study_defaults
 for f in TRAIN_DATA_PATH VAL_DATA_PATH TEST_DATA_PATH; do
   "${VLM[@]}" validate "${!f}" --images_dir "$IMAGES_DIR" --benchmark "$BENCHMARK" >/dev/null || die "$f is not a valid $BENCHMARK file (see above)"

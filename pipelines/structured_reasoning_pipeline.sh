@@ -33,7 +33,6 @@ MODEL="${1:-zoo:llava-ov-teacher}"
 DATA="${2:-llava_cot_dataset/sample/train.jsonl}"
 require_file "$DATA" "data file"
 BENCHMARK="$(benchmark_of "$DATA")"
-[[ -n "$BENCHMARK" ]] || die "cannot tell the format of $DATA (LLaVA-CoT JSONL, A-OKVQA, Hypo3D or ScanQA JSON)"
 IMAGES_DIR="${IMAGES_DIR:-$(images_of "$DATA" "$BENCHMARK")}"
 require_file "$IMAGES_DIR" "images dir (set IMAGES_DIR)"
 case "$BENCHMARK" in aokvqa) default_recipe=rationale ;; hypo3d) default_recipe=hypo3d-cot ;; *) default_recipe=llava-cot ;; esac

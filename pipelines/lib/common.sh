@@ -21,15 +21,19 @@ slug() { printf '%s' "$1" | sed -E 's#/+$##; s#^.*/##; s#[^A-Za-z0-9._-]+#-#g; s
 # the model family from the checkpoint's config.json (never from the id string)
 family() { "${VLM[@]}" family "$1"; }
 
-# the benchmark format of a data file (hypo3d | scanqa | aokvqa | llava-cot), read from its structure
+# the benchmark format of a data file (hypo3d | scanqa | aokvqa | llava-cot), read from its structure;
+# an unreadable or unrecognised file is one error (callers assign it under set -e, so the script stops)
 benchmark_of() {
-  "$PYTHON" -c "
+  local kind
+  kind="$("$PYTHON" -c "
 import sys
 from vlm.data import DataError, detect_file
 try:
     print(detect_file(sys.argv[1]) or '')
 except DataError as e:
-    sys.exit(e.render())" "$1"
+    sys.exit(e.render())" "$1")" || return
+  [[ -n "$kind" ]] || die "cannot tell the format of $1 (LLaVA-CoT JSONL, A-OKVQA, Hypo3D or ScanQA JSON)"
+  printf '%s\n' "$kind"
 }
 
 # where a data file's images live by default (DATA dir/images; A-OKVQA: DATA dir/<split>2017)
