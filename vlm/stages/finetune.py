@@ -166,14 +166,17 @@ def jsonl_log_callback(path: Path):
 
 # ------------------------------------------------------------------------------------ resume points
 def _checkpoints(ckpt_dir: Path) -> list[Path]:
-    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    from transformers.trainer_utils import sort_checkpoints
+
+    return [Path(p) for p in sort_checkpoints(str(ckpt_dir))]  # oldest first, the Trainer's own step order
 
 
 def _is_complete(checkpoint: Path) -> bool:
+    from transformers.trainer import TRAINER_STATE_NAME
+
     # the Trainer writes trainer_state.json last, after weights, optimizer and RNG state
     try:
-        json.loads((checkpoint / "trainer_state.json").read_text())
+        json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
         return True
     except (OSError, ValueError):
         return False
