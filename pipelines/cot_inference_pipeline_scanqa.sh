@@ -11,6 +11,9 @@
 # Environment (default): IMAGES_DIR (JSON dir/images) RECIPE (hypo3d-cot) SEED (42) LIMIT (0) TEACHER_EPOCHS (3)
 #   EPOCHS (3) LR (1e-3) BATCH_SIZE (8) ALPHA (0.5) TEMPERATURE (1.0) DIVERGENCE (forward_kl) TOP_K (64)
 #   KD_FALLBACK (0) RUN_DIR (resume) PYTHON
+#   Scale (unset = each stage's default; README "Scale"): NPROC (1; N = torchrun on N GPUs/processes)  DTYPE
+#   ATTN_IMPLEMENTATION  MAX_IMAGE_TILES (LLaVA-OV)  MIN_PIXELS  MAX_PIXELS (Qwen2-VL)  GRADIENT_CHECKPOINTING (0)
+#   LOGIT_CHUNK_ROWS
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then usage "$0"; exit 0; fi

@@ -12,6 +12,9 @@
 #   AXIS_DEFINITIONS (hypo_dataset/sample/axis_definition.xlsx)  LIMIT (8)  RECIPE (hypo3d-cot)  ALPHA (0.5)
 #   TEMPERATURE (1.0)  DIVERGENCE (forward_kl)  EPOCHS (1)  TEACHER_EPOCHS (1)  LR (1e-3)  BATCH_SIZE (8)
 #   TOP_K (64)  SEED (42)  KD_FALLBACK (0)  RUN_DIR (resume)  PYTHON
+#   Scale (unset = each stage's default; README "Scale"): NPROC (1; N = torchrun on N GPUs/processes)  DTYPE
+#   ATTN_IMPLEMENTATION  MAX_IMAGE_TILES (LLaVA-OV)  MIN_PIXELS  MAX_PIXELS (Qwen2-VL)  GRADIENT_CHECKPOINTING (0)
+#   LOGIT_CHUNK_ROWS
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then usage "$0"; exit 0; fi

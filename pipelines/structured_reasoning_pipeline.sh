@@ -24,6 +24,9 @@
 #   EPOCHS=1 (or FULL_FINETUNE=1 LR=2e-5)
 #   SPLIT (0.7 0.1 0.2: train / val / test shares of the images)  SEED (42)  LIMIT (0 = all)
 #   RUN_DIR (resume)  PYTHON (.venv/bin/python if present)
+#   Scale (unset = each stage's default; README "Scale"): NPROC (1; N = torchrun on N GPUs/processes)  DTYPE
+#   ATTN_IMPLEMENTATION  MAX_IMAGE_TILES (LLaVA-OV)  MIN_PIXELS  MAX_PIXELS (Qwen2-VL)  GRADIENT_CHECKPOINTING (0)
+#   LOGIT_CHUNK_ROWS
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then usage "$0"; exit 0; fi
@@ -41,7 +44,7 @@ LR="${LR:-2e-3}" BATCH_SIZE="${BATCH_SIZE:-8}" FULL_FINETUNE="${FULL_FINETUNE:-1
 SEED="${SEED:-42}" LIMIT="${LIMIT:-0}"
 
 start_run "$MODEL" "structured" "$BENCHMARK" MODEL DATA BENCHMARK IMAGES_DIR TRAIN_RECIPE MAX_NEW_TOKENS EPOCHS LR \
-  BATCH_SIZE FULL_FINETUNE SPLIT SEED LIMIT
+  BATCH_SIZE FULL_FINETUNE SPLIT SEED LIMIT "${SCALE_VARS[@]}"
 DATA_ARGS=(--images_dir "$IMAGES_DIR" --benchmark "$BENCHMARK")
 LIMIT_ARGS=(); [[ "$LIMIT" != 0 ]] && LIMIT_ARGS=(--limit "$LIMIT")
 EXT="${DATA##*.}"; [[ "$EXT" == jsonl ]] || EXT=json
@@ -60,7 +63,8 @@ run_stage metrics_prior -- "${VLM[@]}" metrics "$RUN_DIR/eval/prior/direct/blind
 
 # 3. Fine-tune on the structured CoT: CE on every gold assistant turn of TRAIN_RECIPE (the four-tag answer,
 #    the rationale + answer, or the Hypo3D phases).
-run_stage finetune -- "${VLM[@]}" finetune --model "$MODEL" --data "$TRAIN" "${DATA_ARGS[@]}" --recipe "$TRAIN_RECIPE" \
+run_stage finetune -- "${VLM_RUN[@]}" finetune --model "$MODEL" --data "$TRAIN" "${DATA_ARGS[@]}" --recipe "$TRAIN_RECIPE" \
+  "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" \
   --epochs "$EPOCHS" --lr "$LR" --batch_size "$BATCH_SIZE" --seed "$SEED" "${LIMIT_ARGS[@]}" \
   $([[ "$FULL_FINETUNE" == 1 ]] && echo --full_finetune) --out_dir "$RUN_DIR/train/finetuned"
 
@@ -68,8 +72,8 @@ run_stage finetune -- "${VLM[@]}" finetune --model "$MODEL" --data "$TRAIN" "${D
 arm() {
   local label="$1" variant="$2" adapter="$3" recipe="$4" mode
   for mode in normal blind; do
-    run_stage "eval_${variant}_${recipe}_${mode}" -- "${VLM[@]}" evaluate --model "$MODEL" --adapter "$adapter" \
-      --data "$TEST" "${DATA_ARGS[@]}" --recipe "$recipe" --mode "$mode" --variant "$variant" --arm "$label" \
+    run_stage "eval_${variant}_${recipe}_${mode}" -- "${VLM_RUN[@]}" evaluate --model "$MODEL" --adapter "$adapter" \
+      --data "$TEST" "${DATA_ARGS[@]}" "${MODEL_ARGS[@]}" --recipe "$recipe" --mode "$mode" --variant "$variant" --arm "$label" \
       --max_new_tokens "$MAX_NEW_TOKENS" "${LIMIT_ARGS[@]}" --out_dir "$RUN_DIR/eval/$variant/$recipe/$mode"
   done
 }

@@ -113,12 +113,20 @@ def test_sister_scripts(env, script, args, benchmark):
 def test_randomize_smoke_run_from_env_only(env):
     runs = Path(env["RUNS_DIR"])
     seen = set(runs.glob("pipeline_run_*"))
-    smoke = {**env, "TEACHER": "zoo:cobra-mirror", "STUDENT": "zoo:llava-ov-mirror"}
+    # every model stage through torchrun with 2 processes, and the scale settings passed through
+    smoke = {**env, "TEACHER": "zoo:cobra-mirror", "STUDENT": "zoo:llava-ov-mirror", "NPROC": "2", "MAX_IMAGE_TILES": "1",
+             "GRADIENT_CHECKPOINTING": "1", "LOGIT_CHUNK_ROWS": "7"}
     r = run("randomize_test_cot_inference_pipeline.sh", env=smoke)
     assert r.returncode == 0, r.stderr[-3000:]
     (run_dir,) = set(runs.glob("pipeline_run_*")) - seen
     assert "smoke-hypo3d" in run_dir.name
     check_run_dir(run_dir, "hypo3d")
+    train = json.loads((run_dir / "train" / "student_kd" / "train_config.json").read_text())
+    assert (train["max_image_tiles"], train["gradient_checkpointing"], train["logit_chunk_rows"]) == (1, True, 7)
+    assert train["model_loaded"]["image_budget"]["max_image_tiles"] == 1
+    meta = json.loads((run_dir / "eval" / "student_kd" / "direct" / "normal" / "eval_meta.json").read_text())
+    assert meta["processes"] == 2
+    assert json.loads((run_dir / "cot" / "cot_meta.json").read_text())["logit_chunk_rows"] == 7
     r = run("randomize_test_cot_inference_pipeline.sh", env={**smoke, "TEST_DATA_PATH": "/nonexistent/test.json"})
     assert r.returncode != 0 and "TEST_DATA_PATH not found: /nonexistent/test.json" in r.stderr
     assert set(runs.glob("pipeline_run_*")) - seen == {run_dir}  # nothing half-made

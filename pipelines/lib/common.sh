@@ -84,9 +84,31 @@ run_stage() {
 # require_file PATH WHAT : one clear error for a missing input
 require_file() { [[ -e "$1" ]] || die "$2 not found: $1"; }
 
+# Scale settings of every model stage (evaluate, generate_cot, finetune); unset = the stage's own default, and only
+# what is set is passed on (README "Scale"):
+#   NPROC            1: plain python; N > 1: torchrun --standalone --nproc-per-node N (data-parallel inference, DDP)
+#   DTYPE ATTN_IMPLEMENTATION MAX_IMAGE_TILES (LLaVA-OV) MIN_PIXELS MAX_PIXELS (Qwen2-VL)   every model stage
+#   GRADIENT_CHECKPOINTING (1 = on)                                                            training
+#   LOGIT_CHUNK_ROWS                                                                           training, re-scoring
+SCALE_VARS=(NPROC DTYPE ATTN_IMPLEMENTATION MAX_IMAGE_TILES MIN_PIXELS MAX_PIXELS GRADIENT_CHECKPOINTING LOGIT_CHUNK_ROWS)
+VLM_RUN=("${VLM[@]}")
+if [[ "${NPROC:-1}" != 1 ]]; then
+  [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || die "NPROC must be a positive integer, got '$NPROC'"
+  VLM_RUN=("$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m vlm)
+fi
+MODEL_ARGS=()  # every model stage
+for pair in DTYPE:dtype ATTN_IMPLEMENTATION:attn_implementation MAX_IMAGE_TILES:max_image_tiles MIN_PIXELS:min_pixels \
+            MAX_PIXELS:max_pixels; do
+  var="${pair%%:*}"
+  if [[ -n "${!var:-}" ]]; then MODEL_ARGS+=("--${pair#*:}" "${!var}"); fi
+done
+CHUNK_ARGS=(); if [[ -n "${LOGIT_CHUNK_ROWS:-}" ]]; then CHUNK_ARGS=(--logit_chunk_rows "$LOGIT_CHUNK_ROWS"); fi
+TRAIN_SCALE_ARGS=("${CHUNK_ARGS[@]}")
+if [[ "${GRADIENT_CHECKPOINTING:-0}" == 1 ]]; then TRAIN_SCALE_ARGS+=(--gradient_checkpointing); fi
+
 # Study settings every script shares: environment value or default. (The scripts' --help lists them.)
 STUDY_VARS=(TEACHER STUDENT DATA BENCHMARK IMAGES_DIR AXIS_DEFINITIONS RECIPE SEED LIMIT TEACHER_EPOCHS EPOCHS LR BATCH_SIZE
-            ALPHA TEMPERATURE DIVERGENCE TOP_K KD_FALLBACK)
+            ALPHA TEMPERATURE DIVERGENCE TOP_K KD_FALLBACK "${SCALE_VARS[@]}")
 study_defaults() {
   RECIPE="${RECIPE:-hypo3d-cot}" SEED="${SEED:-42}" LIMIT="${LIMIT:-0}"
   TEACHER_EPOCHS="${TEACHER_EPOCHS:-3}" EPOCHS="${EPOCHS:-3}" LR="${LR:-1e-3}" BATCH_SIZE="${BATCH_SIZE:-8}"

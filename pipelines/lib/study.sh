@@ -26,8 +26,8 @@ evaluate() {
   local variant="$1" model="$2" adapter="$3" recipe mode
   for recipe in direct "$RECIPE"; do
     for mode in normal blind; do
-      run_stage "eval_${variant}_${recipe}_${mode}" -- "${VLM[@]}" evaluate --model "$model" --adapter "$adapter" \
-        --data "$COT_TEST" "${DATA_ARGS[@]}" --recipe "$recipe" --mode "$mode" --variant "$variant" "${LIMIT_ARGS[@]}" \
+      run_stage "eval_${variant}_${recipe}_${mode}" -- "${VLM_RUN[@]}" evaluate --model "$model" --adapter "$adapter" \
+        --data "$COT_TEST" "${DATA_ARGS[@]}" "${MODEL_ARGS[@]}" --recipe "$recipe" --mode "$mode" --variant "$variant" "${LIMIT_ARGS[@]}" \
         --out_dir "$RUN_DIR/eval/$variant/$recipe/$mode"
     done
   done
@@ -40,19 +40,21 @@ run_stage metrics_prior -- "${VLM[@]}" metrics "$RUN_DIR/eval/prior/direct/blind
 
 # 3. Teacher: zero-shot, then LoRA on its own split (CE on gold answers).
 evaluate teacher_zeroshot "$TEACHER" ""
-run_stage teacher_lora -- "${VLM[@]}" finetune --model "$TEACHER" --data "$TEACHER_TRAIN" "${DATA_ARGS[@]}" \
-  --epochs "$TEACHER_EPOCHS" "${TRAIN_ARGS[@]}" --out_dir "$RUN_DIR/train/teacher_lora"
+run_stage teacher_lora -- "${VLM_RUN[@]}" finetune --model "$TEACHER" --data "$TEACHER_TRAIN" "${DATA_ARGS[@]}" \
+  "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" --epochs "$TEACHER_EPOCHS" "${TRAIN_ARGS[@]}" --out_dir "$RUN_DIR/train/teacher_lora"
 
 # 4. The teacher reasons on the CoT-train split; its RAW top-k distributions over those tokens are cached.
-run_stage teacher_cot -- "${VLM[@]}" generate_cot --teacher "$TEACHER" --adapter "$RUN_DIR/train/teacher_lora/adapter" \
+run_stage teacher_cot -- "${VLM_RUN[@]}" generate_cot --teacher "$TEACHER" --adapter "$RUN_DIR/train/teacher_lora/adapter" \
+  "${MODEL_ARGS[@]}" "${CHUNK_ARGS[@]}" \
   --student "$STUDENT" $([[ "${KD_FALLBACK:-0}" == 1 ]] && echo --fallback_to_ce) --data "$COT_TRAIN" "${DATA_ARGS[@]}" \
   --recipe "$RECIPE" --top_k "$TOP_K" "${LIMIT_ARGS[@]}" --out_dir "$RUN_DIR/cot"
 
 # 5. Student: zero-shot, the standard LoRA baseline (CE on gold answers), and KD LoRA (CE on the teacher's CoT + KL).
 evaluate student_zeroshot "$STUDENT" ""
-run_stage student_lora -- "${VLM[@]}" finetune --model "$STUDENT" --data "$COT_TRAIN" "${DATA_ARGS[@]}" \
-  --epochs "$EPOCHS" "${TRAIN_ARGS[@]}" --out_dir "$RUN_DIR/train/student_lora"
-run_stage student_kd -- "${VLM[@]}" finetune --model "$STUDENT" --data "$COT_TRAIN" "${DATA_ARGS[@]}" --loss kd \
+run_stage student_lora -- "${VLM_RUN[@]}" finetune --model "$STUDENT" --data "$COT_TRAIN" "${DATA_ARGS[@]}" \
+  "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" --epochs "$EPOCHS" "${TRAIN_ARGS[@]}" --out_dir "$RUN_DIR/train/student_lora"
+run_stage student_kd -- "${VLM_RUN[@]}" finetune --model "$STUDENT" --data "$COT_TRAIN" "${DATA_ARGS[@]}" --loss kd \
+  "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" \
   --cot_dir "$RUN_DIR/cot" --alpha "$ALPHA" --temperature "$TEMPERATURE" --divergence "$DIVERGENCE" \
   --epochs "$EPOCHS" "${TRAIN_ARGS[@]}" --out_dir "$RUN_DIR/train/student_kd"
 

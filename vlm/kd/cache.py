@@ -95,6 +95,17 @@ def target_rows(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     return logits[:-1][mask], nxt[mask]
 
 
+@torch.no_grad()
+def head_topk(rows: torch.Tensor, head, k: int, chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``topk_rows`` of ``head(rows)`` (hidden states [n, H] at target rows -> RAW logits), ``chunk_rows`` rows at
+    a time: the teacher's re-scoring never holds more than one float32 [chunk_rows, V] block."""
+    parts = [topk_rows(head(rows[lo:lo + chunk_rows]).float(), k) for lo in range(0, rows.shape[0], chunk_rows)]
+    if not parts:
+        return (torch.zeros(0, k, dtype=torch.long, device=rows.device), torch.zeros(0, k, device=rows.device),
+                torch.zeros(0, device=rows.device))
+    return tuple(torch.cat(t) for t in zip(*parts))  # type: ignore[return-value]
+
+
 class CacheWriter:
     """Writes a logit cache; ``add`` per sample, ``close`` (or leaving the ``with`` block) to finish."""
 
@@ -120,11 +131,6 @@ class CacheWriter:
     def add(self, sample_id: str, logits: torch.Tensor, target_ids: torch.Tensor) -> None:
         """``logits``: RAW teacher logits [n, V] (any float dtype) at the n target rows of the sample (see
         ``target_rows``); ``target_ids``: [n] the tokens those rows predict."""
-        if self._closed:
-            raise ValueError("CacheWriter is closed")
-        sample_id = str(sample_id)
-        if sample_id in self.samples:
-            raise ValueError(f"duplicate sample id {sample_id!r} in the logit cache")
         if logits.ndim != 2 or logits.shape[1] != self.vocab_size:
             raise ValueError(f"sample {sample_id!r}: logits must be [n, {self.vocab_size}], got {tuple(logits.shape)}")
         if not logits.is_floating_point():
@@ -132,13 +138,26 @@ class CacheWriter:
         target_ids = torch.as_tensor(target_ids)
         if target_ids.shape != (logits.shape[0],):
             raise ValueError(f"sample {sample_id!r}: {logits.shape[0]} logits rows but target_ids of shape {tuple(target_ids.shape)}")
-        n = logits.shape[0]
+        self.add_topk(sample_id, TopK(*topk_rows(logits, self.k), target_ids))
+
+    def add_topk(self, sample_id: str, rows: "TopK") -> None:
+        """A sample's rows already reduced to the top-k (``head_topk``, or another cache's ``get``): ids [n, k],
+        logprobs [n, k], log_tail [n], target_ids [n]. Stored exactly as ``add`` stores them."""
+        if self._closed:
+            raise ValueError("CacheWriter is closed")
+        sample_id = str(sample_id)
+        if sample_id in self.samples:
+            raise ValueError(f"duplicate sample id {sample_id!r} in the logit cache")
+        ids, logprobs, log_tail, target_ids = rows
+        n = ids.shape[0]
+        if ids.shape != (n, self.k) or logprobs.shape != (n, self.k) or log_tail.shape != (n,) or target_ids.shape != (n,):
+            raise ValueError(f"sample {sample_id!r}: expected top-{self.k} rows, got ids {tuple(ids.shape)}, logprobs "
+                             f"{tuple(logprobs.shape)}, log_tail {tuple(log_tail.shape)}, target_ids {tuple(target_ids.shape)}")
         if self._buf_rows and self._buf_rows + n > self.shard_rows:
             self._flush()  # a sample never spans shards
-        ids, logprobs, log_tail = topk_rows(logits, self.k)
-        if not bool(torch.isfinite(logprobs[..., 0]).all()):  # NaN / inf logits: the top-1 is NaN or +-inf
+        if not bool(torch.isfinite(logprobs[..., 0].float()).all()):  # NaN / inf logits: the top-1 is NaN or +-inf
             raise ValueError(f"sample {sample_id!r}: non-finite teacher logits (NaN or inf) in some rows")
-        self._buf.append((ids.to(torch.int32).cpu(), logprobs.to(torch.float16).cpu(), log_tail.cpu(),
+        self._buf.append((ids.to(torch.int32).cpu(), logprobs.to(torch.float16).cpu(), log_tail.to(torch.float32).cpu(),
                           target_ids.to(torch.int32).cpu()))
         self.samples[sample_id] = {"shard": len(self.shards), "start": self._buf_rows, "length": n}
         self._buf_rows += n

@@ -183,6 +183,58 @@ def combined_loss(ce_sum: torch.Tensor, kd_sum: torch.Tensor, n_tokens: int | to
     return (alpha * ce_sum + (1.0 - alpha) * temperature ** 2 * kd_sum) / n_tokens
 
 
+# ---------------------------------------------------------------------------------------------- at real size
+DEFAULT_CHUNK_ROWS = 256  # float32 [256, 151936] logits = 156 MB per live copy
+
+
+def shifted_rows(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Final hidden states [B, L, H] (what the LM head would see) + labels [B, L] -> (rows [N, H] that predict a
+    target, their targets [N], mask [B, L - 1]), in the order of ``kd_loss`` / ``ce_sum`` (position t predicts
+    label t + 1)."""
+    if hidden.ndim != 3 or labels.shape != hidden.shape[:2]:
+        raise ValueError(f"expected hidden [B, L, H] and labels [B, L], got {tuple(hidden.shape)} and {tuple(labels.shape)}")
+    mask = labels[:, 1:] != IGNORE_INDEX
+    return hidden[:, :-1][mask], labels[:, 1:][mask], mask
+
+
+def _chunk_sums(rows, head, targets, t_ids, t_logprobs, t_tail, divergence, beta, temperature):
+    logits = head(rows).float()
+    ce = F.cross_entropy(logits, targets, reduction="sum")
+    if t_ids is None:
+        return ce, ce.new_zeros(())
+    return ce, topk_divergence(logits, t_ids, t_logprobs, t_tail, divergence, beta, temperature).sum()
+
+
+def chunked_sums(rows: torch.Tensor, head, targets: torch.Tensor, teacher: TopK | None = None, *,
+                 divergence: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(CE sum, KD sum or None) over target rows, with the LM ``head`` applied ``chunk_rows`` rows at a time.
+
+    The same sums as ``ce_sum`` / ``kd_loss`` on full logits, without ever holding more than one float32
+    [chunk_rows, V] block: each chunk runs under activation checkpointing, so only its hidden rows are kept
+    for backward and its logits are recomputed there. ``teacher``: rows aligned with ``rows`` (ids /
+    logprobs [N, k], log_tail [N])."""
+    from torch.utils.checkpoint import checkpoint
+
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if teacher is not None:
+        _check_temperature(temperature)
+    ce = kd = rows.new_zeros((), dtype=torch.float32)
+    if rows.shape[0] == 0:  # keep the graph connected to the head (DDP expects every step to touch it)
+        zero = head(rows[:0]).float().sum() * 0.0
+        return ce + zero, (kd + zero if teacher is not None else None)
+    grad = torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in head.parameters()))
+    for lo in range(0, rows.shape[0], chunk_rows):
+        hi = lo + chunk_rows
+        t = (None, None, None) if teacher is None else (teacher.ids[lo:hi].long(), teacher.logprobs[lo:hi].float(),
+                                                        teacher.log_tail[lo:hi].float())
+        args = (rows[lo:hi], head, targets[lo:hi], *t, divergence, beta, temperature)
+        c, k = checkpoint(_chunk_sums, *args, use_reentrant=False) if grad else _chunk_sums(*args)
+        ce, kd = ce + c, kd + k
+    return ce, (kd if teacher is not None else None)
+
+
 # ---------------------------------------------------------------------------------------------- alignment
 def check_alignment(sample_id: str, labels: torch.Tensor, target_ids: torch.Tensor) -> None:
     """The targets of one label row [L] (under the shift) must be exactly the cached ``target_ids`` [n]: the

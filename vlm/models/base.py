@@ -13,8 +13,9 @@ path. Families differ only in what they declare here: which linear layers LoRA t
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -44,8 +45,13 @@ def blind(conversation: Conversation) -> Conversation:
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """auto: this process's GPU (``LOCAL_RANK`` under torchrun, so N ranks use N GPUs), else the CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            import os
+
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
     return torch.device(device)
 
 
@@ -59,6 +65,31 @@ def pick_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = 
             "float16": torch.float16, "fp16": torch.float16}[dtype]
 
 
+def output_head(model) -> torch.nn.Module:
+    """The LM head (``get_output_embeddings``) of a model, through DDP / peft wrappers."""
+    inner = getattr(model, "module", model)  # DDP / FSDP1 wrappers
+    return inner.get_output_embeddings()
+
+
+@contextlib.contextmanager
+def head_inputs(model):
+    """Inside the block the model's forward skips its LM head: the hidden states the head would have seen are
+    appended to the yielded list and the head runs on zero positions, so no [batch, sequence, vocabulary]
+    logits exist. The caller applies ``output_head(model)`` to the rows it needs (targets only). Works for every
+    family (each calls its head once per forward) and through DDP, since the top-level forward still runs."""
+    captured: list[torch.Tensor] = []
+
+    def skip_head(module, args):
+        captured.append(args[0])
+        return (args[0][..., :0, :],)
+
+    handle = output_head(model).register_forward_pre_hook(skip_head)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
 @dataclass
 class VLMAdapter:
     """One loaded model + processor with the operations every stage needs."""
@@ -66,31 +97,52 @@ class VLMAdapter:
     model: Any  # a transformers PreTrainedModel (or a peft PeftModel around one)
     processor: Any  # the checkpoint's AutoProcessor
     name: str = ""
+    budget_applied: dict = field(default_factory=dict)  # the image budget the family applied (apply_image_budget)
 
     family: ClassVar[str] = ""
     # Linear layers of the language model only: the vision tower stays frozen (PEFT full-matches this regex).
     lora_target_regex: ClassVar[str] = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     turn_end: ClassVar[str] = "<|im_end|>"  # ChatML: the assistant learns to emit it, generation stops on it
+    # Full fine-tune: parameter-name prefixes that train (language model incl. an untied lm_head, and the projector);
+    # everything else — the vision encoder — stays frozen.
+    full_finetune_prefixes: ClassVar[tuple[str, ...]] = ("model.language_model.", "model.multi_modal_projector.", "lm_head.")
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str, adapter: str | None = None, dtype: str | torch.dtype = "auto", device: str = "auto",
-             name: str = "") -> "VLMAdapter":
+             name: str = "", attn_implementation: str = "auto", image_budget: dict | None = None) -> "VLMAdapter":
         from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from vlm.models.options import resolve_attention
 
         dev = pick_device(device)
         if adapter and not (Path(adapter) / "adapter_config.json").is_file() and (Path(adapter) / "config.json").is_file():
             path, adapter = adapter, None  # a full fine-tune's output (finetune --full_finetune) replaces the base
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=pick_dtype(dtype, dev)).to(dev)
+        attn = resolve_attention(attn_implementation, dev.type)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=pick_dtype(dtype, dev),
+                                                            **({"attn_implementation": attn} if attn else {})).to(dev)
         processor = AutoProcessor.from_pretrained(path)
+        applied = cls.apply_image_budget(model, processor, **(image_budget or {}))
         if adapter:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, adapter)
         model.eval()
-        self = cls(model=model, processor=processor, name=name or str(path))
+        self = cls(model=model, processor=processor, name=name or str(path), budget_applied=applied)
         self._fill_generation_defaults()
         return self
+
+    @classmethod
+    def apply_image_budget(cls, model, processor, **budget) -> dict:
+        """Family hook: set the image budget on the processor AND the model config (they must agree on the
+        number of image tokens); returns what was applied. Families without a budget ignore it."""
+        return {}
+
+    def describe(self) -> dict:
+        """What a stage records about the loaded model: attention kernels, dtype, image budget."""
+        cfg = getattr(self.model, "config", None)
+        return {"attn_implementation": getattr(cfg, "_attn_implementation", None), "dtype": str(self.model.dtype).replace("torch.", ""),
+                "image_budget": dict(self.budget_applied)}
 
     def _fill_generation_defaults(self) -> None:
         gc = self.model.generation_config
@@ -114,6 +166,17 @@ class VLMAdapter:
 
     def lora_targets(self) -> str:
         return self.lora_target_regex
+
+    def set_full_finetune(self) -> dict[str, int]:
+        """Freeze all but ``full_finetune_prefixes``; returns {trainable group: parameter count} (group = the
+        matching prefix) for the run's record and the tests."""
+        groups: dict[str, int] = {}
+        for name, p in self.model.named_parameters():
+            group = next((g for g in self.full_finetune_prefixes if name.startswith(g)), None)
+            p.requires_grad = group is not None
+            if group:
+                groups[group.rstrip(".")] = groups.get(group.rstrip("."), 0) + p.numel()
+        return groups
 
     # ------------------------------------------------------------------ encoding
     def render(self, conversations: Sequence[Conversation], add_generation_prompt: bool) -> list[str]:

@@ -48,6 +48,8 @@ from transformers.models.mamba.modeling_mamba import MambaCausalLMOutput
 from vlm.models.base import VLMAdapter
 
 IMAGE_TOKEN = "<image>"
+# Cobra has no Qwen2 release: its real-vocabulary mirror uses LLaVA-OneVision's set (with the `<image>` we expand).
+QWEN2_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_TOKEN, "<video>"]
 
 __all__ = ["IMAGE_TOKEN", "CobraConfig", "CobraForConditionalGeneration", "make_cobra_processor"]
 
@@ -316,6 +318,7 @@ class Adapter(VLMAdapter):
     family = "cobra"
     # Mamba mixer projections of the LM; SigLIP's attention out_proj lives under vision_tower and is excluded.
     lora_target_regex = r".*language_model.*\.(in_proj|x_proj|dt_proj|out_proj)"
+    full_finetune_prefixes = ("language_model.", "multi_modal_projector.")  # the Mamba LM holds its own lm_head
 
 
 def assemble(vision: str, language: str, vision_feature_layer: int = -2):
@@ -374,7 +377,8 @@ def zoo_model(tokenizer, spec):
                                 num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
                                 image_size=size, patch_size=patch)
     # Mamba blocks have no attention heads: depth and width come from the spec; state size as in mamba-130m.
-    text = MambaConfig(vocab_size=len(tokenizer), hidden_size=spec.text_hidden, num_hidden_layers=2 * spec.text_layers,
+    rows = spec.vocab_rows or len(tokenizer)  # embedding / lm_head rows
+    text = MambaConfig(vocab_size=rows, hidden_size=spec.text_hidden, num_hidden_layers=2 * spec.text_layers,
                        state_size=16, expand=2, pad_token_id=tokenizer.pad_token_id,
                        eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
     config = CobraConfig(vision_config=vision, text_config=text, image_token_id=processor.image_token_id)

@@ -11,10 +11,31 @@ if TYPE_CHECKING:
 
 # The real checkpoints' anyres grid: 384-px tiles, 1..6 per side.
 REAL_PINPOINTS = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]
+# The llava-hf checkpoints' tokens after Qwen2's 151,643 regular ones, in id order (151643..151647).
+QWEN2_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 
 
 class Adapter(VLMAdapter):
     family = "llava_onevision"
+    # image_newline is the projector's learned row separator (trained with it in LLaVA-OneVision)
+    full_finetune_prefixes = ("model.language_model.", "model.multi_modal_projector.", "model.image_newline", "lm_head.")
+
+    @classmethod
+    def apply_image_budget(cls, model, processor, max_image_tiles: int = 0, **_) -> dict:
+        """At most N tiles: anyres grids of <= N tiles and anyres_max_N (the LM-side cap on tile features), on the
+        processor (which counts the image tokens) and the model config (which packs the features) alike."""
+        if not max_image_tiles:
+            return {}
+        tile = processor.image_processor.size["height"]
+        pinpoints = [[h, w] for h, w in model.config.image_grid_pinpoints if (h // tile) * (w // tile) <= max_image_tiles]
+        if not pinpoints:
+            pinpoints = [[tile, tile]]
+        ratio = f"anyres_max_{max_image_tiles}"
+        processor.image_processor.image_grid_pinpoints = pinpoints
+        processor.vision_aspect_ratio = ratio
+        model.config.image_grid_pinpoints = pinpoints
+        model.config.vision_aspect_ratio = ratio
+        return {"max_image_tiles": max_image_tiles, "grids": len(pinpoints), "vision_aspect_ratio": ratio}
 
 
 def zoo_model(tokenizer, spec: "ZooSpec"):
@@ -43,7 +64,8 @@ def zoo_model(tokenizer, spec: "ZooSpec"):
     vision = SiglipVisionConfig(hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
                                 num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
                                 image_size=size, patch_size=patch, vision_use_head=False)
-    text = Qwen2Config(vocab_size=len(tokenizer), hidden_size=spec.text_hidden, intermediate_size=2 * spec.text_hidden,
+    rows = spec.vocab_rows or len(tokenizer)  # embedding / lm_head rows
+    text = Qwen2Config(vocab_size=rows, hidden_size=spec.text_hidden, intermediate_size=2 * spec.text_hidden,
                        num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
                        num_key_value_heads=spec.kv_heads, max_position_embeddings=4096, tie_word_embeddings=True,
                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)

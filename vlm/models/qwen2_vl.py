@@ -11,10 +11,31 @@ if TYPE_CHECKING:
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # the real checkpoints' image normalisation
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+# The real checkpoints' tokens after Qwen2's 151,643 regular ones, in id order (151643..151656).
+QWEN2_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                        "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                        "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
 
 
 class Adapter(VLMAdapter):
     family = "qwen2_vl"  # also serves qwen2_5_vl: same processor contract, same LM layer names
+    # the merger is Qwen2-VL's projector (vision patches -> LM width); the rest of model.visual is the encoder
+    full_finetune_prefixes = ("model.language_model.", "model.visual.merger.", "lm_head.")
+
+    @classmethod
+    def apply_image_budget(cls, model, processor, min_pixels: int = 0, max_pixels: int = 0, **_) -> dict:
+        """Bounds on the resized image's pixels (image tokens = pixels / 28²); the model reads the grid from
+        ``image_grid_thw``, so only the processor changes."""
+        if not (min_pixels or max_pixels):
+            return {}
+        ip = processor.image_processor
+        size = dict(ip.size)
+        if min_pixels:
+            size["shortest_edge"] = min_pixels
+        if max_pixels:
+            size["longest_edge"] = max_pixels
+        ip.size = type(ip.size)(**size) if not isinstance(ip.size, dict) else size
+        return {"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]}
 
 
 def mrope_section(head_dim: int) -> list[int]:
@@ -48,11 +69,12 @@ def zoo_model(tokenizer, spec: "ZooSpec"):
                                  chat_template=template)
     ids = tokenizer.convert_tokens_to_ids
     head_dim = spec.text_hidden // spec.text_heads
+    rows = spec.vocab_rows or len(tokenizer)  # embedding / lm_head rows
     config = Qwen2VLConfig(
         vision_config={"depth": spec.vision_layers, "embed_dim": spec.vision_hidden, "hidden_size": spec.text_hidden,
                        "num_heads": spec.vision_heads, "patch_size": patch, "spatial_merge_size": 2,
                        "temporal_patch_size": 2, "mlp_ratio": 2},
-        text_config={"vocab_size": len(tokenizer), "hidden_size": spec.text_hidden, "intermediate_size": 2 * spec.text_hidden,
+        text_config={"vocab_size": rows, "hidden_size": spec.text_hidden, "intermediate_size": 2 * spec.text_hidden,
                      "num_hidden_layers": spec.text_layers, "num_attention_heads": spec.text_heads,
                      "num_key_value_heads": spec.kv_heads, "max_position_embeddings": 4096,
                      "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section(head_dim)},

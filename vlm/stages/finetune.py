@@ -26,13 +26,15 @@ import torch
 
 from vlm.data import SplitInput
 from vlm.data.errors import DataError
+from vlm.kd.losses import DEFAULT_CHUNK_ROWS
+from vlm.models.options import ModelOptions
 from vlm.io import atomic_write_text, dumps_json, resume_jsonl
 
 TEACHER_KEYS = ("teacher_ids", "teacher_logprobs", "teacher_log_tail")
 
 
 @dataclass
-class Config(SplitInput):
+class Config(SplitInput, ModelOptions):
     """LoRA / full fine-tune with the HF Trainer; loss ce (gold) or kd (teacher CoT + cached logits)."""
 
     model: str = field(metadata={"help": "hub id, local checkpoint folder or zoo:<name>"})
@@ -49,14 +51,34 @@ class Config(SplitInput):
     max_steps: int = field(default=-1, metadata={"help": "stop after N optimizer steps (overrides epochs when > 0)"})
     batch_size: int = field(default=8, metadata={"help": "per-device batch size"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (cosine schedule, 5% warmup)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (cosine schedule, 5%% warmup)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     full_finetune: bool = field(default=False, metadata={"help": "train all language-model and projector weights instead of LoRA (vision tower stays frozen)"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps (resume point)"})
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
-    dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (less memory, ~30%% more time)"})
+    logit_chunk_rows: int = field(default=DEFAULT_CHUNK_ROWS, metadata={
+        "help": "target positions per LM-head chunk: the loss never holds more than this many float32 vocabulary rows"})
+
+    def check(self) -> None:
+        """Every bad flag value at once, before data or models load."""
+        self.check_model_options()
+        problems = []
+        if not 0.0 <= self.alpha <= 1.0:
+            problems.append(("flags", "--alpha", f"must be in [0, 1], got {self.alpha}"))
+        if not self.temperature > 0:
+            problems.append(("flags", "--temperature", f"must be > 0, got {self.temperature}"))
+        if not 0.0 <= self.jsd_beta <= 1.0:
+            problems.append(("flags", "--jsd_beta", f"must be in [0, 1], got {self.jsd_beta}"))
+        for name in ("batch_size", "grad_accum", "logit_chunk_rows", "save_steps"):
+            if getattr(self, name) < 1:
+                problems.append(("flags", f"--{name}", f"must be >= 1, got {getattr(self, name)}"))
+        if self.loss == "kd" and not self.cot_dir:
+            problems.append(("flags", "--cot_dir", "--loss kd needs the generate_cot output folder"))
+        if problems:
+            raise DataError(problems)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -107,7 +129,8 @@ def make_trainer_class():
     from transformers import Trainer
 
     from vlm.kd.cache import TopK
-    from vlm.kd.losses import ce_sum, combined_loss, kd_loss
+    from vlm.kd.losses import chunked_sums, combined_loss, shifted_rows
+    from vlm.models.base import head_inputs, output_head
 
     class DistillTrainer(Trainer):
         """compute_loss = (alpha*CE + (1-alpha)*T^2*KD) summed over target tokens / num_items_in_batch (the target
@@ -115,24 +138,26 @@ def make_trainer_class():
 
         loss_is_scaled_for_ga = True
 
-        def __init__(self, *args, kd: Config | None = None, **kwargs):
+        def __init__(self, *args, cfg: Config, kd_active: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
-            self.kd = kd
+            self.cfg, self.kd_active = cfg, kd_active
             self.model_accepts_loss_kwargs = True  # make the Trainer count num_items_in_batch for us
             self._parts: dict[str, list[float]] = {"ce_loss": [], "kd_loss": []}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             teacher = {k: inputs.pop(k) for k in TEACHER_KEYS if k in inputs}
             labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            logits = outputs.logits.float()
-            n = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum()
-            ce = ce_sum(logits, labels)
-            if teacher and self.kd is not None:
-                topk = TopK(teacher["teacher_ids"], teacher["teacher_logprobs"].float(), teacher["teacher_log_tail"])
-                kd, _ = kd_loss(logits, labels, topk, divergence=self.kd.divergence, beta=self.kd.jsd_beta,
-                                temperature=self.kd.temperature)
-                loss = combined_loss(ce, kd, n, self.kd.alpha, self.kd.temperature)
+            # The LM head runs only on the target rows, in chunks: no [batch, sequence, vocabulary] logits.
+            with head_inputs(model) as hidden:
+                outputs = model(**inputs)
+            rows, targets, mask = shifted_rows(hidden[-1], labels)
+            n = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+            topk = TopK(*(teacher[k][:, 1:][mask] for k in TEACHER_KEYS)) if teacher and self.kd_active else None
+            cfg = self.cfg
+            ce, kd = chunked_sums(rows, output_head(model), targets, topk, divergence=cfg.divergence, beta=cfg.jsd_beta,
+                                  temperature=cfg.temperature, chunk_rows=cfg.logit_chunk_rows)
+            if kd is not None:
+                loss = combined_loss(ce, kd, n, cfg.alpha, cfg.temperature)
                 self._parts["kd_loss"].append(float(kd.detach() / n))
             else:
                 loss = ce / n
@@ -199,6 +224,7 @@ def main(cfg: Config) -> int:
     from vlm.models import load_model
     from vlm.recipes import load_recipe
 
+    cfg.check()
     cot_meta = _cot_meta(cfg) if cfg.loss == "kd" else {}
     recipe = load_recipe(cot_meta.get("recipe", cfg.recipe))
     samples = cfg.samples()
@@ -218,22 +244,28 @@ def main(cfg: Config) -> int:
         print(f"finetune: {out / 'adapter'} exists — nothing to do")
         return 0
     torch.manual_seed(cfg.seed)
-    adapter = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if not torch.cuda.is_available() else "auto")
+    on_gpu = torch.cuda.is_available()
+    # A full fine-tune keeps float32 master weights (bf16 autocast on a GPU); LoRA freezes bf16 base weights.
+    weights = "float32" if cfg.full_finetune and cfg.dtype == "auto" else cfg.dtype
+    adapter = load_model(cfg.model, device="auto", **{**cfg.load_kwargs(), "dtype": weights})
     if cache is not None:
         _check_tokenizer(cache, adapter, cfg)
     model = adapter.model
+    trainable = {}
     if cfg.full_finetune:
-        for name, p in model.named_parameters():  # the vision tower stays as it is (LLaVA / Cobra fine-tuning)
-            p.requires_grad = "language_model" in name or "multi_modal_projector" in name
+        trainable = adapter.set_full_finetune()  # the LM (+ untied head) and the projector; the vision encoder stays frozen
     else:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=adapter.lora_targets()))
     model.train()
+    bf16 = on_gpu and torch.cuda.is_bf16_supported() and cfg.dtype in ("auto", "bfloat16")
     atomic_write_text(out / "train_config.json", dumps_json({**asdict(cfg), "recipe_resolved": recipe.name, "examples": len(rows),
                                                            "kd_active": cache is not None,
-                                                           "kd_fallback_reason": cot_meta.get("fallback_reason")}))
+                                                           "kd_fallback_reason": cot_meta.get("fallback_reason"),
+                                                           "model_loaded": adapter.describe(), "bf16_autocast": bf16,
+                                                           "full_finetune_trainable": trainable or None}))
     ckpt_dir = out / "checkpoints"
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
@@ -243,10 +275,12 @@ def main(cfg: Config) -> int:
         dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
         # torchrun on CPU needs gloo; set only when launched distributed (accelerate then initialises the group)
         ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-        average_tokens_across_devices=True,
+        average_tokens_across_devices=True, bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
     )
     trainer = make_trainer_class()(model=model, args=args, train_dataset=rows,
-                                   data_collator=Collator(adapter, recipe, blind, cache), kd=cfg if cache is not None else None,
+                                   data_collator=Collator(adapter, recipe, blind, cache), cfg=cfg, kd_active=cache is not None,
                                    callbacks=[jsonl_log_callback(out / "trainer_log.jsonl")])
     resume = last_complete_checkpoint(ckpt_dir)
     if trainer.is_world_process_zero():

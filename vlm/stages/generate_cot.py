@@ -26,11 +26,16 @@ import torch
 
 from vlm.data import SplitInput
 from vlm.data.errors import DataError
-from vlm.io import append_jsonl, atomic_write_text, dumps_json, resume_jsonl
+from vlm.distributed import ShardedJsonl, ranks
+from vlm.io import atomic_write_text, dumps_json, resume_jsonl
+from vlm.kd.cache import INDEX, CacheWriter, LogitCache, TopK, head_topk
+from vlm.kd.losses import DEFAULT_CHUNK_ROWS, shifted_rows
+from vlm.models.base import head_inputs, output_head
+from vlm.models.options import ModelOptions
 
 
 @dataclass
-class Config(SplitInput):
+class Config(SplitInput, ModelOptions):
     """Teacher CoT transcripts (resumable) + raw top-k logit cache for KD."""
 
     teacher: str = field(metadata={"help": "teacher model id (hub id, folder or zoo:<name>)"})
@@ -41,7 +46,8 @@ class Config(SplitInput):
     fallback_to_ce: bool = field(default=False, metadata={"help": "if the tokenizers differ, skip the cache (student trains CE on the transcripts)"})
     top_k: int = field(default=64, metadata={"help": "cached logits per token"})
     batch_size: int = field(default=16, metadata={"help": "samples per generate / re-scoring batch"})
-    dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16"})
+    logit_chunk_rows: int = field(default=DEFAULT_CHUNK_ROWS, metadata={
+        "help": "target positions per LM-head chunk when re-scoring (bounds the float32 vocabulary rows held at once)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
 
 
@@ -53,12 +59,15 @@ def main(cfg: Config) -> int:
     from vlm.models.tokenizer import tokenizer_fingerprint
     from vlm.recipes import load_recipe, run
 
+    cfg.check_model_options()
+    if cfg.logit_chunk_rows < 1 or cfg.top_k < 1:
+        raise DataError.single("flags", "--logit_chunk_rows/--top_k", "must be >= 1")
     recipe = load_recipe(cfg.recipe)
     blind = cfg.blind
     samples = cfg.samples()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    teacher = load_model(cfg.teacher, adapter=cfg.adapter or None, dtype=cfg.dtype, device=cfg.device)
+    teacher = load_model(cfg.teacher, adapter=cfg.adapter or None, device=cfg.device, **cfg.load_kwargs())
     fingerprint = tokenizer_fingerprint(teacher.tokenizer)
     kd_possible, reason = True, ""
     if cfg.student:
@@ -74,53 +83,102 @@ def main(cfg: Config) -> int:
     def image(s):
         return None if blind else Image.open(s.image).convert("RGB")
 
-    # 1. transcripts
-    trans_file = out / "transcripts.jsonl"
-    done = resume_jsonl(trans_file)
-    todo = [s for s in samples if s.id not in done]
-    bar = tqdm(total=len(todo), desc=f"CoT {recipe.name}", unit="q")
-    for start in range(0, len(todo), cfg.batch_size):
-        batch = todo[start : start + cfg.batch_size]
+    # 1. transcripts (each rank its share of what is left; rank 0 merges them in sample order)
+    rk = ranks()
+    trans = ShardedJsonl(out / "transcripts.jsonl", rk)
+    done = trans.done()
+    rk.barrier()  # every rank has read the same records before any rank writes
+    mine = rk.share([s for s in samples if s.id not in done])
+    bar = tqdm(total=len(mine), desc=f"CoT {recipe.name}{rk.tag()}", unit="q")
+    for start in range(0, len(mine), cfg.batch_size):
+        batch = mine[start : start + cfg.batch_size]
         t0 = time.perf_counter()
         outputs = run(recipe, teacher, batch, [image(s) for s in batch], blind=blind)
         seconds = (time.perf_counter() - t0) / len(batch)
-        append_jsonl(trans_file, [{"id": s.id, "recipe": recipe.name, "answer": recipe.answer(o), "references": s.answers,
-                                   "phases": [{"name": p.name, "output": t} for p, t in zip(recipe.active(s), o)],
-                                   "seconds": round(seconds, 4)} for s, o in zip(batch, outputs)])
+        trans.append([{"id": s.id, "recipe": recipe.name, "answer": recipe.answer(o), "references": s.answers,
+                       "phases": [{"name": p.name, "output": t} for p, t in zip(recipe.active(s), o)],
+                       "seconds": round(seconds, 4)} for s, o in zip(batch, outputs)])
         bar.update(len(batch))
     bar.close()
-    transcripts = resume_jsonl(trans_file)
+    rk.barrier()
+    if rk.is_main:
+        trans.merge([s.id for s in samples])
+    rk.barrier()
+    transcripts = resume_jsonl(out / "transcripts.jsonl")
 
     # 2. raw top-k logits, teacher-forced on exactly the text the student will learn
     logits_dir = out / "logits"
     if kd_possible and not (logits_dir / "index.json").is_file():
-        from vlm.kd.cache import CacheWriter
-
-        tmp = out / "logits.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)  # a cache is written whole or not at all
-        vocab = teacher.model.get_output_embeddings().weight.shape[0]
+        vocab = output_head(teacher.model).weight.shape[0]
         meta = {"teacher": cfg.teacher, "adapter": cfg.adapter or None, "recipe": recipe.name, "tokenizer": fingerprint, "mode": cfg.mode}
-        with CacheWriter(tmp, k=cfg.top_k, vocab_size=vocab, meta=meta) as writer, torch.inference_mode():
-            bar = tqdm(total=len(samples), desc="re-score", unit="q")
-            for start in range(0, len(samples), cfg.batch_size):
-                batch = samples[start : start + cfg.batch_size]
-                convs = [recipe.conversation(s, [p["output"] for p in transcripts[s.id]["phases"]], blind=blind) for s in batch]
-                inputs = teacher.training_batch(convs, [image(s) for s in batch]).to(teacher.device)
-                labels = inputs.pop("labels")
-                if "pixel_values" in inputs:
-                    inputs["pixel_values"] = inputs["pixel_values"].to(teacher.model.dtype)
-                logits = teacher.model(**inputs).logits
-                for row, s in enumerate(batch):
-                    targets = (labels[row, 1:] != -100).nonzero().squeeze(-1)  # label t is predicted at t - 1
-                    writer.add(s.id, logits[row, targets].float().cpu(), labels[row, targets + 1].cpu())
-                bar.update(len(batch))
-            bar.close()
-        tmp.rename(logits_dir)
+        share = rk.share(samples)
+        part = out / ("logits" if rk.world == 1 else f"logits.rank{rk.rank}")
+        if not _complete_cache(part, [s.id for s in share]):
+            tmp = part.with_name(part.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)  # a cache is written whole or not at all
+            shutil.rmtree(part, ignore_errors=True)
+            with CacheWriter(tmp, k=cfg.top_k, vocab_size=vocab, meta=meta) as writer:
+                rescore(teacher, recipe, share, transcripts, image, writer, cfg, desc=f"re-score{rk.tag()}")
+            tmp.rename(part)
+        rk.barrier()
+        if rk.world > 1 and rk.is_main:
+            _merge_caches(out, rk.world, samples, k=cfg.top_k, vocab=vocab, meta=meta)
+        rk.barrier()
+    if not rk.is_main:
+        return 0
     meta = {"teacher": cfg.teacher, "adapter": cfg.adapter or None, "recipe": recipe.name, "top_k": cfg.top_k,
             "tokenizer": fingerprint, "kd": kd_possible, "fallback_reason": reason or None, "n": len(transcripts),
-            "data": cfg.data, "mode": cfg.mode}
+            "data": cfg.data, "mode": cfg.mode, "processes": rk.world, "model_loaded": teacher.describe(),
+            "logit_chunk_rows": cfg.logit_chunk_rows}
     atomic_write_text(out / "cot_meta.json", dumps_json(meta))
     right = sum(t["answer"].strip().lower() == t["references"][0].strip().lower() for t in transcripts.values())
     print(f"generate_cot: {len(transcripts)} transcripts ({recipe.name}; teacher answer exact {right}/{len(transcripts)})"
           + (f", top-{cfg.top_k} logits -> {logits_dir}" if kd_possible else ", no cache (CE fallback)"))
     return 0
+
+
+@torch.inference_mode()
+def rescore(teacher, recipe, samples, transcripts, image, writer, cfg: Config, desc: str = "re-score") -> None:
+    """Teacher-forced pass over each sample's transcript, rendered as the student will train on it; per target
+    token the top-k of the RAW logits. The head runs on target rows only, chunk by chunk."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(samples), desc=desc, unit="q")
+    for start in range(0, len(samples), cfg.batch_size):
+        batch = samples[start : start + cfg.batch_size]
+        convs = [recipe.conversation(s, [p["output"] for p in transcripts[s.id]["phases"]], blind=cfg.blind) for s in batch]
+        inputs = teacher.training_batch(convs, [image(s) for s in batch]).to(teacher.device)
+        labels = inputs.pop("labels")
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(teacher.model.dtype)
+        with head_inputs(teacher.model) as hidden:
+            teacher.model(**inputs)
+        rows, targets, mask = shifted_rows(hidden[-1], labels)
+        ids, logprobs, log_tail = head_topk(rows, output_head(teacher.model), writer.k, cfg.logit_chunk_rows)
+        lo = 0
+        for s, n in zip(batch, mask.sum(1).tolist()):
+            writer.add_topk(s.id, TopK(ids[lo:lo + n], logprobs[lo:lo + n], log_tail[lo:lo + n], targets[lo:lo + n]))
+            lo += n
+        bar.update(len(batch))
+    bar.close()
+
+
+def _complete_cache(path: Path, ids: list[str]) -> bool:
+    """A finished cache (index written) holding exactly these samples: a rank's part to keep on a re-run."""
+    try:
+        return (path / INDEX).is_file() and LogitCache(path).ids() == ids
+    except DataError:
+        return False
+
+
+def _merge_caches(out: Path, world: int, samples, k: int, vocab: int, meta: dict) -> None:
+    """Rank 0: the ranks' caches -> ``out/logits`` in sample order, byte for byte what one process writes."""
+    parts = [LogitCache(out / f"logits.rank{r}") for r in range(world)]
+    tmp = out / "logits.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with CacheWriter(tmp, k=k, vocab_size=vocab, meta=meta) as writer:
+        for s in samples:
+            writer.add_topk(s.id, next(p for p in parts if s.id in p).get(s.id))
+    tmp.rename(out / "logits")
+    for part in out.glob("logits.rank*"):
+        shutil.rmtree(part, ignore_errors=True)
