@@ -237,3 +237,43 @@ def test_stage_help_renders(stage, capsys):
     with pytest.raises(SystemExit) as exit_:
         parse_config(importlib.import_module(STAGES[stage][0]).Config, ["--help"])
     assert exit_.value.code == 0 and "--" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", ["llava-ov", "qwen2-vl"])
+@pytest.mark.parametrize("chunk_rows", [256, 3])
+def test_rescoring_writes_the_cache_bytes_of_full_logits(mirrors, family, chunk_rows, tmp_path):
+    """generate_cot's re-scoring (head on target rows, chunked, top-k per chunk) vs the full-logit path it
+    replaced: the same cache, byte for byte, at the default chunk size. With tiny chunks the CPU GEMM takes
+    another kernel for a 3-row matrix and float32 log_tail may move by float32 rounding; ids and fp16 log-probs stay equal."""
+    from types import SimpleNamespace
+
+    from vlm.kd import CacheWriter, target_rows
+    from vlm.stages.generate_cot import rescore
+
+    adapter = mirrors[family]
+    img = Image.open(IMAGE).convert("RGB")
+    convs = conversations()
+    samples = [SimpleNamespace(id=f"s{i}") for i in range(len(convs))]
+    vocab = output_head(adapter.model).weight.shape[0]
+    with torch.no_grad(), CacheWriter(tmp_path / "old", k=8, vocab_size=vocab) as w:
+        batch = adapter.training_batch(convs, [img] * len(convs))
+        labels = batch.pop("labels")
+        logits = adapter.model(**batch).logits
+        for row, s in enumerate(samples):
+            w.add(s.id, *target_rows(logits[row].float(), labels[row]))
+    recipe = SimpleNamespace(conversation=lambda s, outputs, blind: convs[int(s.id[1:])])
+    cfg = SimpleNamespace(batch_size=2, blind=False, logit_chunk_rows=chunk_rows)
+    with CacheWriter(tmp_path / "new", k=8, vocab_size=vocab) as w:
+        rescore(adapter, recipe, samples, {s.id: {"phases": []} for s in samples}, lambda s: img, w, cfg)
+    names = sorted(p.name for p in (tmp_path / "old").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "new").iterdir())
+    if chunk_rows >= 256:
+        assert all((tmp_path / "old" / n).read_bytes() == (tmp_path / "new" / n).read_bytes() for n in names)
+    else:
+        from vlm.kd import LogitCache
+
+        old, new = LogitCache(tmp_path / "old"), LogitCache(tmp_path / "new")
+        for s in samples:
+            a, b = old.get(s.id), new.get(s.id)
+            assert torch.equal(a.ids, b.ids) and torch.equal(a.logprobs, b.logprobs) and torch.equal(a.target_ids, b.target_ids)
+            assert torch.allclose(a.log_tail, b.log_tail, rtol=0, atol=2e-6)  # a difference of two ~6.4 logsumexps
