@@ -28,17 +28,11 @@ import torch  # noqa: E402
 
 from vlm.kd import CacheWriter, LogitCache, align_teacher, bytes_per_token, ce_sum, combined_loss, kd_loss  # noqa: E402
 from vlm.kd.losses import DIVERGENCES, divergence_from_logprobs, topk_divergence  # noqa: E402
+from tables import table  # noqa: E402  (bench/tables.py; this script's folder is on sys.path)
 
 KS = (8, 32, 64, 128)
 VOCABS = (1024, 151_936)
 TARGETS = {"bytes_k64": 400, "kl_rel_err_k64": 0.02, "step_ratio": 1.25}
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    cells = [header] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
 
 
 # ---------------------------------------------------------------------------------------------- 1. storage

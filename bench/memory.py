@@ -8,11 +8,11 @@ cell is reported as "OOM (killed)" and the bench goes on:
     LLaVA-OneVision's anyres_max_9) + a question + a ~100-token assistant answer. The teacher's top-k tensors are
     synthetic ([B, L, k] aligned to the labels by ``align_teacher``, as the Collator builds them).
       OLD: ``model(**batch).logits.float()`` -> ``ce_sum`` + ``kd_loss`` (a float32 [B, L, V] logit tensor + its grad)
-      NEW: ``DistillTrainer.compute_loss``: ``head_inputs`` + ``shifted_rows`` + ``chunked_sums`` (LM head on the
-           target rows only, ``--chunk_rows`` rows at a time, recomputed in backward)
+      NEW: ``vlm.kd.losses.target_loss_sums`` (what ``DistillTrainer.compute_loss`` calls: the LM head runs inside
+           the forward on the target rows only, ``--chunk_rows`` rows at a time, recomputed in backward)
 (b) teacher re-scoring (inference_mode forward + top-64 of the raw logits per target row, written to a CacheWriter):
       OLD: full logits, then per sample ``target_rows`` -> ``CacheWriter.add`` (topk_rows)
-      NEW: ``generate_cot.rescore``: ``head_inputs`` + ``shifted_rows`` + ``head_topk`` -> ``CacheWriter.add_topk``
+      NEW: ``vlm.stages.generate_cot.target_topk`` (what ``rescore`` calls) -> ``CacheWriter.add_topk``
 
 Per cell: the child's RSS after loading the model and building the batch, its peak RSS (ru_maxrss; with
 --device cuda: torch.cuda.max_memory_allocated), seconds per step (median of --steps after one warm-up) and the
@@ -37,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tables import table  # noqa: E402  (bench/tables.py; this script's folder is on sys.path)
+
 RESULT = "@@memory-bench-result "
 GB = 1e9
 K = 64
@@ -46,13 +48,6 @@ TARGET_RATIO = 8.0
 WORDS = ("the chair stands left of the table so after the change the lamp is behind the sofa and the window faces "
          "north while a small plant sits on the shelf near the door because the room was rotated ninety degrees "
          "therefore the answer is the red box on the right side of the bed").split()
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    cells = [header] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
 
 
 # ============================================================================================== child
@@ -102,8 +97,9 @@ def build_inputs(adapter, batch: int, image_size: tuple[int, int], answer_tokens
     convs, images = [], []
     for i in range(batch):
         question = f"Question {i}: after the room is rotated, what is to the left of the chair? Think step by step."
+        answer = _answer(adapter.tokenizer, i, answer_tokens)
         convs.append([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
-                      {"role": "assistant", "content": [{"type": "text", "text": _answer(adapter.tokenizer, i, answer_tokens)}]}])
+                      {"role": "assistant", "content": [{"type": "text", "text": answer}]}])
         images.append(_image(i, image_size))
     return dict(adapter.training_batch(convs, images))
 
@@ -132,14 +128,12 @@ def synthetic_teacher(labels, vocab: int, k: int, seed: int):
 def run_child(spec: dict) -> dict:
     import gc
 
-    if spec.get("threads"):
-        import torch
-
-        torch.set_num_threads(spec["threads"])
     import torch
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     from vlm.models import load_model
-    from vlm.models.base import head_inputs, output_head
+    from vlm.models.base import output_head
 
     cuda = spec["device"] == "cuda"
     dev = torch.device("cuda" if cuda else "cpu")
@@ -152,7 +146,9 @@ def run_child(spec: dict) -> dict:
     labels = batch.pop("labels")
     vocab = output_head(model).weight.shape[0]
     image_tokens = int((batch["input_ids"] == adapter.image_token_id).sum(1).max())
-    out = {"seq_len": int(labels.shape[1]), "targets": int((labels[:, 1:] != -100).sum()),
+    per_sample = (labels[:, 1:] != -100).sum(1)
+    out = {"seq_len": int(labels.shape[1]), "targets": int(per_sample.sum()),
+           "targets_per_sample": [int(per_sample.min()), int(per_sample.max())],
            "image_tokens": image_tokens, "vocab": int(vocab),
            "tiles": int(batch["pixel_values"].shape[1]) if "pixel_values" in batch else 0}
     batch = {k: v.to(dev) for k, v in batch.items()}
@@ -165,7 +161,7 @@ def run_child(spec: dict) -> dict:
         from peft import LoraConfig, get_peft_model
 
         from vlm.kd.cache import TopK
-        from vlm.kd.losses import ce_sum, chunked_sums, combined_loss, kd_loss, shifted_rows
+        from vlm.kd.losses import ce_sum, combined_loss, kd_loss, target_loss_sums
 
         teacher = synthetic_teacher(labels.cpu(), vocab, K, seed=1)
         teacher = TopK(teacher.ids.to(dev), teacher.logprobs.to(dev), teacher.log_tail.to(dev))
@@ -180,14 +176,9 @@ def run_child(spec: dict) -> dict:
             return combined_loss(ce_sum(logits, labels), kd, n, ALPHA, TEMPERATURE)
 
         def loss_new():  # DistillTrainer.compute_loss
-            with head_inputs(model) as hidden:
-                model(**batch)
-            rows, targets, mask = shifted_rows(hidden[-1], labels)
-            n = mask.sum()
-            topk = TopK(*(t[:, 1:][mask] for t in teacher[:3]))
-            ce, kd = chunked_sums(rows, output_head(model), targets, topk, divergence=DIVERGENCE, beta=0.5,
-                                  temperature=TEMPERATURE, chunk_rows=chunk)
-            return combined_loss(ce, kd, n, ALPHA, TEMPERATURE)
+            ce, kd, _ = target_loss_sums(model, batch, labels, teacher, divergence=DIVERGENCE, beta=0.5,
+                                         temperature=TEMPERATURE, chunk_rows=chunk)
+            return combined_loss(ce, kd, (labels[:, 1:] != -100).sum(), ALPHA, TEMPERATURE)
 
         compute = loss_old if spec["path"] == "old" else loss_new
 
@@ -200,8 +191,8 @@ def run_child(spec: dict) -> dict:
     else:
         import tempfile
 
-        from vlm.kd.cache import CacheWriter, LogitCache, TopK, head_topk, target_rows
-        from vlm.kd.losses import shifted_rows
+        from vlm.kd.cache import CacheWriter, LogitCache, target_rows
+        from vlm.stages.generate_cot import target_topk
 
         model.eval()
         tmp = tempfile.TemporaryDirectory()
@@ -218,14 +209,8 @@ def run_child(spec: dict) -> dict:
                         writer.add(str(b), rows.float(), targets)  # topk_rows inside
                     del logits
                 else:  # generate_cot.rescore
-                    with head_inputs(model) as hidden:
-                        model(**batch)
-                    rows, targets, mask = shifted_rows(hidden[-1], labels)
-                    ids, logprobs, log_tail = head_topk(rows, output_head(model), K, chunk)
-                    lo = 0
-                    for b, n in enumerate(mask.sum(1).tolist()):
-                        writer.add_topk(str(b), TopK(ids[lo:lo + n], logprobs[lo:lo + n], log_tail[lo:lo + n], targets[lo:lo + n]))
-                        lo += n
+                    for b, rows in enumerate(target_topk(model, batch, labels, K, chunk)):
+                        writer.add_topk(str(b), rows)
             cache = LogitCache(path)  # mean top-1 teacher log-prob, as cached (fp16)
             value = sum(float(cache.get(str(b)).logprobs[:, 0].float().sum()) for b in range(labels.shape[0]))
             cache.close()
@@ -319,7 +304,8 @@ def run_cell(spec: dict, limit_bytes: int, timeout: float) -> dict:
         return {"status": "OOM (killed)", "wall": wall,
                 "note": f"watchdog: RSS {state['killed_at'] / GB:.1f} GB > limit {limit_bytes / GB:.1f} GB"}
     if proc.returncode in (-9, 137):
-        return {"status": "OOM (killed)", "wall": wall, "note": f"SIGKILL (kernel OOM killer?), last RSS seen {state['max_seen'] / GB:.1f} GB"}
+        return {"status": "OOM (killed)", "wall": wall,
+                "note": f"SIGKILL (kernel OOM killer?), last RSS seen {state['max_seen'] / GB:.1f} GB"}
     tail = stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
     if "out of memory" in stderr.lower() or "MemoryError" in stderr:
         return {"status": "OOM (error)", "wall": wall, "note": tail[0][:200]}
@@ -336,7 +322,8 @@ def cell_row(part: str, path: str, batch: int, r: dict, cuda: bool) -> list:
         return [part, path, batch, r["status"]] + ["-"] * (8 + extra)
     return [part, path, batch, "ok", r["seq_len"], r["targets"], gb(r["loaded_rss"])] + \
         ([gb(r["loaded_bytes"])] if cuda else []) + \
-        [gb(r["peak_bytes"]), gb(r["peak_bytes"] - r["loaded_bytes"]), f"{r['seconds']:.2f}", f"{r['value']:.6f}", f"{r['wall']:.0f}"]
+        [gb(r["peak_bytes"]), gb(r["peak_bytes"] - r["loaded_bytes"]), f"{r['seconds']:.2f}", f"{r['value']:.6f}",
+         f"{r['wall']:.0f}"]
 
 
 def main() -> None:
@@ -350,8 +337,10 @@ def main() -> None:
     p.add_argument("--image", default="1024x768", help="WIDTHxHEIGHT of the synthetic images")
     p.add_argument("--answer_tokens", type=int, default=100, help="assistant answer length (sample i gets 3*i more)")
     p.add_argument("--max_old_batch", type=int, default=1, help="OLD-path cells above this batch are not run")
-    p.add_argument("--chunk_rows", type=int, default=0, help="LM-head rows per chunk (0: vlm.kd.losses.DEFAULT_CHUNK_ROWS)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads in each child (0: torch's default / OMP_NUM_THREADS)")
+    p.add_argument("--chunk_rows", type=int, default=0,
+                   help="LM-head rows per chunk (0: vlm.kd.losses.DEFAULT_CHUNK_ROWS)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads in each child (0: torch's default / OMP_NUM_THREADS)")
     p.add_argument("--mem_limit_gb", type=float, default=0.0,
                    help="kill a cell whose RSS passes this (0: MemAvailable at start - 1 GB); reported as OOM (killed)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell")
@@ -372,7 +361,8 @@ def main() -> None:
 
     import torch
 
-    print(f"# bench/memory.py: {a.model}, device {a.device}, torch {torch.__version__}, python {platform.python_version()}, "
+    print(f"# bench/memory.py: {a.model}, device {a.device}, torch {torch.__version__}, "
+          f"python {platform.python_version()}, "
           f"{os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}, threads/child "
           f"{a.threads or 'default'}")
     print(f"# image {w}x{h}, answer ~{a.answer_tokens} tokens, k={K}, alpha={ALPHA}, {DIVERGENCE}, T={TEMPERATURE}, "
@@ -391,15 +381,16 @@ def main() -> None:
                     results[task, path, B] = {"status": "not run"}
                     continue
                 print(f"  ... {label} {path.upper()} batch {B}", file=sys.stderr, flush=True)
-                results[task, path, B] = r = run_cell({**base, "task": task, "path": path, "batch": B}, limit, a.timeout)
+                r = run_cell({**base, "task": task, "path": path, "batch": B}, limit, a.timeout)
+                results[task, path, B] = r
                 if r["status"] != "ok":
                     print(f"      {r['status']}: {r.get('note', '')}", file=sys.stderr, flush=True)
 
     mem = "peak GPU alloc GB" if a.device == "cuda" else "peak RSS GB"
     loaded = "GPU alloc after load GB" if a.device == "cuda" else "RSS after load GB"
     cuda = a.device == "cuda"
-    header = ["part", "path", "batch", "status", "seq len", "targets", "RSS after load GB"] + ([loaded] if cuda else []) + \
-        [mem, "step adds GB", "s/step", "loss / top-1 logp", "cell wall s"]
+    header = ["part", "path", "batch", "status", "seq len", "targets", "RSS after load GB"] + \
+        ([loaded] if cuda else []) + [mem, "step adds GB", "s/step", "loss / top-1 logp", "cell wall s"]
     for task, label, batches in parts:
         if a.only and task != a.only:
             continue
@@ -407,12 +398,16 @@ def main() -> None:
                 if task == "kd" else "teacher re-scoring (inference_mode fwd + top-64 per target row -> CacheWriter); "
                                      "value = mean top-1 log-prob")
         print(f"\n## {label}: {what}\n")
-        rows = [cell_row(label, path.upper(), B, results[task, path, B], cuda) for B in batches for path in ("old", "new")]
+        rows = [cell_row(label, path.upper(), B, results[task, path, B], cuda)
+                for B in batches for path in ("old", "new")]
         print(table(header, rows))
         ok = next((r for (t, _, _), r in results.items() if t == task and r["status"] == "ok"), None)
         if ok:
-            print(f"(image tokens per sample {ok['image_tokens']}, anyres tiles per image {ok['tiles']} at "
-                  f"{384}px, vocabulary {ok['vocab']:,}; step adds = peak - {loaded.replace(' GB', '')})")
+            spans = [r["targets_per_sample"] for (t, _, _), r in results.items() if t == task and r["status"] == "ok"]
+            lo, hi = min(x[0] for x in spans), max(x[1] for x in spans)
+            print(f"(seq len = padded length of the batch; targets = assistant tokens of the whole batch, {lo}..{hi} "
+                  f"per sample; image tokens per sample {ok['image_tokens']}, anyres tiles per image {ok['tiles']} at "
+                  f"384 px; vocabulary {ok['vocab']:,}; step adds = peak - {loaded.replace(' GB', '')})")
         for (t, path, B), r in results.items():
             if t == task and r.get("note"):
                 print(f"  {path.upper()} batch {B}: {r['note']}")
@@ -421,8 +416,8 @@ def main() -> None:
             o, n = results[task, "old", B], results[task, "new", B]
             if o["status"] == "ok" and n["status"] == "ok":
                 rel = abs(o["value"] - n["value"]) / max(abs(o["value"]), 1e-12)
-                ratio_rows.append([B, f"{o['peak_bytes'] / n['peak_bytes']:.1f}x",
-                                   f"{(o['peak_bytes'] - o['loaded_bytes']) / max(n['peak_bytes'] - n['loaded_bytes'], 1):.1f}x",
+                adds = (o["peak_bytes"] - o["loaded_bytes"]) / max(n["peak_bytes"] - n["loaded_bytes"], 1)
+                ratio_rows.append([B, f"{o['peak_bytes'] / n['peak_bytes']:.1f}x", f"{adds:.1f}x",
                                    f"{o['seconds'] / n['seconds']:.2f}x", f"{o['value']:.6f}", f"{n['value']:.6f}",
                                    f"{rel:.1e}", "same" if rel < 1e-4 else "DIFFERENT"])
         if ratio_rows:
@@ -452,11 +447,14 @@ def main() -> None:
             ratio = o["peak_bytes"] / n["peak_bytes"]
             rel = abs(o["value"] - n["value"]) / max(abs(o["value"]), 1e-12)
             rows.append([f"{label} batch 1: OLD / NEW {mem.replace(' GB', '')}", f">= {TARGET_RATIO:.0f}x",
-                         f"{ratio:.1f}x ({gb(o['peak_bytes'])} / {gb(n['peak_bytes'])})", "yes" if ratio >= TARGET_RATIO else "no"])
+                         f"{ratio:.1f}x ({gb(o['peak_bytes'])} / {gb(n['peak_bytes'])})",
+                         "yes" if ratio >= TARGET_RATIO else "no"])
             adds = (o["peak_bytes"] - o["loaded_bytes"]) / max(n["peak_bytes"] - n["loaded_bytes"], 1)
             rows.append([f"{label} batch 1: OLD / NEW step adds (peak - after load)", "(info)",
-                         f"{adds:.1f}x ({gb(o['peak_bytes'] - o['loaded_bytes'])} / {gb(n['peak_bytes'] - n['loaded_bytes'])})", "-"])
-            rows.append([f"{label} batch 1: same value", "rel diff < 1e-4", f"{rel:.1e}", "yes" if rel < 1e-4 else "no"])
+                         f"{adds:.1f}x ({gb(o['peak_bytes'] - o['loaded_bytes'])} / "
+                         f"{gb(n['peak_bytes'] - n['loaded_bytes'])})", "-"])
+            rows.append([f"{label} batch 1: same value", "rel diff < 1e-4", f"{rel:.1e}",
+                         "yes" if rel < 1e-4 else "no"])
         else:
             rows.append([f"{label} batch 1: OLD / NEW", f">= {TARGET_RATIO:.0f}x",
                          f"OLD {o['status'] if o else 'not run'}, NEW {n['status'] if n else 'not run'}", "-"])

@@ -26,3 +26,15 @@ def scanqa_files(tmp_path):
     path = write_json(tmp_path / "scanqa.json", data)
     images = write_images(tmp_path / "images", {r["scene_id"] for r in data})
     return path, images, data
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: skipped (with the reason) where there is none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

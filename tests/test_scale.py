@@ -10,9 +10,9 @@ from PIL import Image
 
 from helpers import REPO, run_vlm
 from vlm.kd import DIVERGENCES, TopK, ce_sum, kd_loss, teacher_topk
-from vlm.kd.losses import chunked_sums, shifted_rows
+from vlm.kd.losses import chunked_sums, shifted_rows, target_loss_sums
 from vlm.models import load_model
-from vlm.models.base import head_inputs, output_head
+from vlm.models.base import head_replaced, output_head
 
 FAMILIES = ("llava-ov", "qwen2-vl", "cobra")
 IMAGE = REPO / "hypo_dataset" / "sample" / "images" / "toy0000.png"
@@ -136,11 +136,15 @@ def test_target_row_head_matches_full_logits_on_every_family(mirrors, family):
             logits = model(**batch).logits.float()
             ref = ce_sum(logits, labels) + kd_loss(logits, labels, teacher)[0]
             ref_grads = torch.autograd.grad(ref, params, allow_unused=True)
-            with head_inputs(model) as hidden:
-                out = model(**batch)
-            assert out.logits.shape[1] == 0  # the head ran on no position inside the forward
-            rows, targets, mask = shifted_rows(hidden[-1], labels)
-            ce, kd = chunked_sums(rows, output_head(model), targets, TopK(*(t[:, 1:][mask] for t in teacher[:3])), chunk_rows=5)
+            seen = []
+            head = output_head(model)
+            hook = head.register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape)))
+            try:
+                ce, kd, _ = target_loss_sums(model, batch, labels, teacher, chunk_rows=5)
+            finally:
+                hook.remove()
+            assert seen == [(2,)]  # the head's one call inside the forward returned the two sums, no logits
+            assert "forward" not in head.__dict__  # the head's own forward is back
             grads = torch.autograd.grad(ce + kd, params, allow_unused=True)
             assert rel_close(ce + kd, ref)
             # 1e-5 of the largest gradient entry: parameters whose gradient is ~1e-9 (float32 noise) compare absolutely
@@ -204,7 +208,7 @@ def test_image_budget_sets_processor_and_model_alike(mirrors):
             adapter = load_model(f"zoo:{family}-mirror", device="cpu", image_budget=b)
             batch = adapter.training_batch(conv, [big])
             batch.pop("labels")
-            with torch.no_grad(), head_inputs(adapter.model):
+            with torch.no_grad(), head_replaced(adapter.model, lambda head, hidden: hidden[..., :0, :]):
                 adapter.model(**batch)  # features and placeholders agree, or the model raises
             counts[(family, tuple(b.values()))] = int((batch["input_ids"] == adapter.image_token_id).sum())
             assert bool(adapter.budget_applied) == bool(b)
@@ -221,6 +225,10 @@ def test_bad_flags_fail_before_any_model_loads(tmp_path):
     for flag in ("--alpha", "--temperature", "--logit_chunk_rows"):
         assert flag in r.stderr
     assert "no-such-entry" not in r.stderr and not (tmp_path / "x").exists()
+    if not torch.cuda.is_available():
+        r = run_vlm("finetune", "--model", "zoo:no-such-entry", "--data", SAMPLE / "hypo3d.json", "--images_dir",
+                    SAMPLE / "images", "--fsdp", "--out_dir", tmp_path / "z")
+        assert r.returncode == 2 and "--fsdp" in r.stderr and "GPUs" in r.stderr and not (tmp_path / "z").exists()
     r = run_vlm("evaluate", "--model", "zoo:no-such-entry", "--data", SAMPLE / "hypo3d.json", "--images_dir", SAMPLE / "images",
                 "--max_pixels", "-1", "--out_dir", tmp_path / "y")
     assert r.returncode == 2 and "--max_pixels" in r.stderr and not (tmp_path / "y").exists()
@@ -277,3 +285,26 @@ def test_rescoring_writes_the_cache_bytes_of_full_logits(mirrors, family, chunk_
             a, b = old.get(s.id), new.get(s.id)
             assert torch.equal(a.ids, b.ids) and torch.equal(a.logprobs, b.logprobs) and torch.equal(a.target_ids, b.target_ids)
             assert torch.allclose(a.log_tail, b.log_tail, rtol=0, atol=2e-6)  # a difference of two ~6.4 logsumexps
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("full", [False, True])
+def test_fsdp_finetune_on_gpus(tmp_path, full):
+    """FSDP2 through the Trainer (accelerate shards only on accelerators: on CPU --fsdp is refused above): LoRA and
+    full fine-tune train, the head runs inside the sharded forward, and the result saves whole and loads."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    nproc = min(2, torch.cuda.device_count())
+    env = {**os.environ, "VLM_ZOO_DIR": str(tmp_path / "zoo")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vlm", "finetune",
+           "--model", "zoo:llava-ov-mirror", "--data", str(SAMPLE / "hypo3d.json"), "--images_dir", str(SAMPLE / "images"),
+           "--limit", "8", "--batch_size", "2", "--max_steps", "3", "--fsdp", "--gradient_checkpointing",
+           "--out_dir", str(tmp_path / "run"), *(["--full_finetune"] if full else [])]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "trainer_log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in log if "loss" in e)
+    load_model("zoo:llava-ov-mirror", adapter=str(tmp_path / "run" / "adapter"), device="cuda")

@@ -88,9 +88,9 @@ require_file() { [[ -e "$1" ]] || die "$2 not found: $1"; }
 # what is set is passed on (README "Scale"):
 #   NPROC            1: plain python; N > 1: torchrun --standalone --nproc-per-node N (data-parallel inference, DDP)
 #   DTYPE ATTN_IMPLEMENTATION MAX_IMAGE_TILES (LLaVA-OV) MIN_PIXELS MAX_PIXELS (Qwen2-VL)   every model stage
-#   GRADIENT_CHECKPOINTING (1 = on)                                                            training
+#   GRADIENT_CHECKPOINTING (1 = on) FSDP (1 = FSDP2 sharding, GPUs)                            training
 #   LOGIT_CHUNK_ROWS                                                                           training, re-scoring
-SCALE_VARS=(NPROC DTYPE ATTN_IMPLEMENTATION MAX_IMAGE_TILES MIN_PIXELS MAX_PIXELS GRADIENT_CHECKPOINTING LOGIT_CHUNK_ROWS)
+SCALE_VARS=(NPROC DTYPE ATTN_IMPLEMENTATION MAX_IMAGE_TILES MIN_PIXELS MAX_PIXELS GRADIENT_CHECKPOINTING FSDP LOGIT_CHUNK_ROWS)
 VLM_RUN=("${VLM[@]}")
 if [[ "${NPROC:-1}" != 1 ]]; then
   [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || die "NPROC must be a positive integer, got '$NPROC'"
@@ -105,6 +105,7 @@ done
 CHUNK_ARGS=(); if [[ -n "${LOGIT_CHUNK_ROWS:-}" ]]; then CHUNK_ARGS=(--logit_chunk_rows "$LOGIT_CHUNK_ROWS"); fi
 TRAIN_SCALE_ARGS=("${CHUNK_ARGS[@]}")
 if [[ "${GRADIENT_CHECKPOINTING:-0}" == 1 ]]; then TRAIN_SCALE_ARGS+=(--gradient_checkpointing); fi
+if [[ "${FSDP:-0}" == 1 ]]; then TRAIN_SCALE_ARGS+=(--fsdp); fi
 
 # Study settings every script shares: environment value or default. (The scripts' --help lists them.)
 STUDY_VARS=(TEACHER STUDENT DATA BENCHMARK IMAGES_DIR AXIS_DEFINITIONS RECIPE SEED LIMIT TEACHER_EPOCHS EPOCHS LR BATCH_SIZE

@@ -71,14 +71,17 @@ def divergence_from_logprobs(t_logp: torch.Tensor, s_logp: torch.Tensor, diverge
     return beta * kl_t + (1.0 - beta) * kl_s
 
 
-def student_buckets(student_rows: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def student_buckets(student_rows: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0,
+                    lse: torch.Tensor | None = None) -> torch.Tensor:
     """Student log-probs at temperature T, gathered at the teacher ids, plus the student's tail bucket:
-    [N, V] logits, [N, k] ids -> [N, k + 1] (float32, floored at log(tiny))."""
+    [N, V] logits, [N, k] ids -> [N, k + 1] (float32, floored at log(tiny)). ``lse``: logsumexp of the rows at
+    this temperature [N, 1], when the caller already has it (one vocabulary-wide pass fewer)."""
     x = student_rows.float()
     if temperature != 1.0:
         x = x / temperature
     ids = ids.long()
-    lse = torch.logsumexp(x, dim=-1, keepdim=True)
+    if lse is None:
+        lse = torch.logsumexp(x, dim=-1, keepdim=True)
     gathered = x.gather(-1, ids) - lse
     if ids.shape[-1] >= x.shape[-1]:  # k = V: nothing outside the top-k
         tail = torch.full_like(lse, LOG_TINY)
@@ -184,7 +187,10 @@ def combined_loss(ce_sum: torch.Tensor, kd_sum: torch.Tensor, n_tokens: int | to
 
 
 # ---------------------------------------------------------------------------------------------- at real size
-DEFAULT_CHUNK_ROWS = 256  # float32 [256, 151936] logits = 156 MB per live copy
+# float32 [64, 151,936] = 39 MB per copy; a chunk's backward holds ~7 such copies (logits, exp/logsumexp temporaries,
+# the tail's scatter copy, their gradients): ~0.27 GB at the real vocabulary. Smaller chunks were not slower on
+# CPU (bench/memory.py) and a 64-row GEMM against a 7B head is still ~70 GFLOP.
+DEFAULT_CHUNK_ROWS = 64
 
 
 def shifted_rows(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -198,11 +204,17 @@ def shifted_rows(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 
 
 def _chunk_sums(rows, head, targets, t_ids, t_logprobs, t_tail, divergence, beta, temperature):
+    # CE as logsumexp - target logit, sharing the logsumexp with the KD buckets at T = 1: every [rows, V] copy
+    # autograd keeps is one more vocabulary-wide block per chunk
     logits = head(rows).float()
-    ce = F.cross_entropy(logits, targets, reduction="sum")
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+    ce = (lse.squeeze(-1) - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)).sum()
     if t_ids is None:
         return ce, ce.new_zeros(())
-    return ce, topk_divergence(logits, t_ids, t_logprobs, t_tail, divergence, beta, temperature).sum()
+    with torch.no_grad():
+        t = teacher_buckets(t_logprobs, t_tail, temperature)
+    s = student_buckets(logits, t_ids, temperature, lse=lse if temperature == 1.0 else None)
+    return ce, divergence_from_logprobs(t, s, divergence, beta).sum()
 
 
 def chunked_sums(rows: torch.Tensor, head, targets: torch.Tensor, teacher: TopK | None = None, *,
@@ -212,8 +224,8 @@ def chunked_sums(rows: torch.Tensor, head, targets: torch.Tensor, teacher: TopK 
 
     The same sums as ``ce_sum`` / ``kd_loss`` on full logits, without ever holding more than one float32
     [chunk_rows, V] block: each chunk runs under activation checkpointing, so only its hidden rows are kept
-    for backward and its logits are recomputed there. ``teacher``: rows aligned with ``rows`` (ids /
-    logprobs [N, k], log_tail [N])."""
+    for backward and its logits are recomputed there. ``head``: rows [n, H] -> logits [n, V] (the LM head
+    module or its forward); ``teacher``: rows aligned with ``rows`` (ids / logprobs [N, k], log_tail [N])."""
     from torch.utils.checkpoint import checkpoint
 
     if chunk_rows < 1:
@@ -224,7 +236,7 @@ def chunked_sums(rows: torch.Tensor, head, targets: torch.Tensor, teacher: TopK 
     if rows.shape[0] == 0:  # keep the graph connected to the head (DDP expects every step to touch it)
         zero = head(rows[:0]).float().sum() * 0.0
         return ce + zero, (kd + zero if teacher is not None else None)
-    grad = torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in head.parameters()))
+    grad = torch.is_grad_enabled()
     for lo in range(0, rows.shape[0], chunk_rows):
         hi = lo + chunk_rows
         t = (None, None, None) if teacher is None else (teacher.ids[lo:hi].long(), teacher.logprobs[lo:hi].float(),
@@ -233,6 +245,27 @@ def chunked_sums(rows: torch.Tensor, head, targets: torch.Tensor, teacher: TopK 
         c, k = checkpoint(_chunk_sums, *args, use_reentrant=False) if grad else _chunk_sums(*args)
         ce, kd = ce + c, kd + k
     return ce, (kd if teacher is not None else None)
+
+
+def target_loss_sums(model, inputs: dict, labels: torch.Tensor, teacher: TopK | None = None, *,
+                     divergence: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0,
+                     chunk_rows: int = DEFAULT_CHUNK_ROWS):
+    """One training forward: (CE sum, KD sum or None, model output) over the target tokens of ``labels``, with the
+    LM head applied inside the forward to the target rows only (``head_replaced`` + ``chunked_sums``).
+    ``teacher``: cached top-k aligned to label positions ([B, L, k] / [B, L], ``align_teacher``)."""
+    from vlm.models.base import head_replaced
+
+    def sums(head_forward, hidden):
+        rows, targets, mask = shifted_rows(hidden, labels)
+        rows_teacher = None if teacher is None else TopK(*(t[:, 1:][mask] for t in teacher[:3]))
+        ce, kd = chunked_sums(rows, head_forward, targets, rows_teacher, divergence=divergence, beta=beta,
+                              temperature=temperature, chunk_rows=chunk_rows)
+        return torch.stack([ce, ce.new_zeros(()) if kd is None else kd])
+
+    with head_replaced(model, sums):
+        outputs = model(**inputs)
+    ce, kd = outputs.logits.float().unbind()
+    return ce, (kd if teacher is not None else None), outputs
 
 
 # ---------------------------------------------------------------------------------------------- alignment

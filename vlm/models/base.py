@@ -72,22 +72,24 @@ def output_head(model) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def head_inputs(model):
-    """Inside the block the model's forward skips its LM head: the hidden states the head would have seen are
-    appended to the yielded list and the head runs on zero positions, so no [batch, sequence, vocabulary]
-    logits exist. The caller applies ``output_head(model)`` to the rows it needs (targets only). Works for every
-    family (each calls its head once per forward) and through DDP, since the top-level forward still runs."""
-    captured: list[torch.Tensor] = []
-
-    def skip_head(module, args):
-        captured.append(args[0])
-        return (args[0][..., :0, :],)
-
-    handle = output_head(model).register_forward_pre_hook(skip_head)
+def head_replaced(model, fn):
+    """Inside the block the model's LM head computes ``fn(head_forward, hidden)`` instead of logits for every
+    position: ``hidden`` is what the head receives ([batch, sequence, hidden]), ``head_forward`` maps rows
+    [n, hidden] to RAW logits [n, vocabulary], and ``fn``'s result comes back as the output's ``logits``. So only
+    the rows a loss or the cache needs ever meet the vocabulary, and that happens inside the model's forward —
+    where an FSDP-sharded head has its weights gathered, and a loss returned through the output stays connected
+    to the hooks DDP / FSDP put on forward outputs. Every family calls its head once per forward."""
+    head = output_head(model)
+    own = head.__dict__.get("forward")  # an instance-level forward (a wrapper's patch) to put back
+    original = head.forward
+    head.forward = lambda hidden: fn(original, hidden)
     try:
-        yield captured
+        yield head
     finally:
-        handle.remove()
+        if own is None:
+            del head.forward
+        else:
+            head.forward = own
 
 
 @dataclass
@@ -166,6 +168,12 @@ class VLMAdapter:
 
     def lora_targets(self) -> str:
         return self.lora_target_regex
+
+    def layer_classes(self) -> list[str]:
+        """The model's repeated blocks (decoder layers, vision-encoder layers): its ``_no_split_modules`` that it
+        really contains (some list classes of other configurations), e.g. FSDP's wrapping units."""
+        present = {type(m).__name__ for m in self.model.modules()}
+        return [c for c in getattr(self.model, "_no_split_modules", None) or [] if c in present]
 
     def set_full_finetune(self) -> dict[str, int]:
         """Freeze all but ``full_finetune_prefixes``; returns {trainable group: parameter count} (group = the

@@ -59,6 +59,8 @@ class Config(SplitInput, ModelOptions):
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps (resume point)"})
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (less memory, ~30%% more time)"})
+    fsdp: bool = field(default=False, metadata={
+        "help": "shard weights, gradients and optimizer state with FSDP2 through the Trainer (GPUs; launch with torchrun)"})
     logit_chunk_rows: int = field(default=DEFAULT_CHUNK_ROWS, metadata={
         "help": "target positions per LM-head chunk: the loss never holds more than this many float32 vocabulary rows"})
 
@@ -75,6 +77,9 @@ class Config(SplitInput, ModelOptions):
         for name in ("batch_size", "grad_accum", "logit_chunk_rows", "save_steps"):
             if getattr(self, name) < 1:
                 problems.append(("flags", f"--{name}", f"must be >= 1, got {getattr(self, name)}"))
+        if self.fsdp and not torch.cuda.is_available():
+            # accelerate shards only on accelerators: on CPU it drops the FSDP plugin and silently trains with DDP
+            problems.append(("flags", "--fsdp", "FSDP needs GPUs (on CPU, torchrun without --fsdp trains with DDP)"))
         if self.loss == "kd" and not self.cot_dir:
             problems.append(("flags", "--cot_dir", "--loss kd needs the generate_cot output folder"))
         if problems:
@@ -129,8 +134,7 @@ def make_trainer_class():
     from transformers import Trainer
 
     from vlm.kd.cache import TopK
-    from vlm.kd.losses import chunked_sums, combined_loss, shifted_rows
-    from vlm.models.base import head_inputs, output_head
+    from vlm.kd.losses import combined_loss, target_loss_sums
 
     class DistillTrainer(Trainer):
         """compute_loss = (alpha*CE + (1-alpha)*T^2*KD) summed over target tokens / num_items_in_batch (the target
@@ -147,15 +151,12 @@ def make_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             teacher = {k: inputs.pop(k) for k in TEACHER_KEYS if k in inputs}
             labels = inputs.pop("labels")
-            # The LM head runs only on the target rows, in chunks: no [batch, sequence, vocabulary] logits.
-            with head_inputs(model) as hidden:
-                outputs = model(**inputs)
-            rows, targets, mask = shifted_rows(hidden[-1], labels)
-            n = num_items_in_batch if num_items_in_batch is not None else mask.sum()
-            topk = TopK(*(teacher[k][:, 1:][mask] for k in TEACHER_KEYS)) if teacher and self.kd_active else None
+            n = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum()
+            topk = TopK(*(teacher[k] for k in TEACHER_KEYS)) if teacher and self.kd_active else None
             cfg = self.cfg
-            ce, kd = chunked_sums(rows, output_head(model), targets, topk, divergence=cfg.divergence, beta=cfg.jsd_beta,
-                                  temperature=cfg.temperature, chunk_rows=cfg.logit_chunk_rows)
+            # the LM head runs inside the forward on the target rows only, in chunks: no [batch, sequence, vocabulary] logits
+            ce, kd, outputs = target_loss_sums(model, inputs, labels, topk, divergence=cfg.divergence, beta=cfg.jsd_beta,
+                                               temperature=cfg.temperature, chunk_rows=cfg.logit_chunk_rows)
             if kd is not None:
                 loss = combined_loss(ce, kd, n, cfg.alpha, cfg.temperature)
                 self._parts["kd_loss"].append(float(kd.detach() / n))
@@ -277,6 +278,9 @@ def main(cfg: Config) -> int:
         ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         average_tokens_across_devices=True, bf16=bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
+        # FSDP2, one unit per decoder / vision-encoder layer; the head runs inside the forward (target_loss_sums)
+        fsdp=cfg.fsdp, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": adapter.layer_classes(),
+                                    "reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT"} if cfg.fsdp else None,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
     )
     trainer = make_trainer_class()(model=model, args=args, train_dataset=rows,
@@ -290,10 +294,15 @@ def main(cfg: Config) -> int:
     if resume:
         print(f"finetune: resuming from the last checkpoint in {ckpt_dir} ({resume.name})")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    tmp = out / "adapter.tmp"
     if trainer.is_world_process_zero():
-        tmp = out / "adapter.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
+    if cfg.fsdp:  # every rank takes part: the sharded weights are gathered into one full state dict on rank 0
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(tmp))
+    if trainer.is_world_process_zero():
+        if not cfg.fsdp:
+            model.save_pretrained(tmp)
         if cfg.full_finetune:
             adapter.processor.save_pretrained(tmp)
         tmp.rename(out / "adapter")

@@ -30,7 +30,7 @@ from vlm.distributed import ShardedJsonl, ranks
 from vlm.io import atomic_write_text, dumps_json, resume_jsonl
 from vlm.kd.cache import INDEX, CacheWriter, LogitCache, TopK, head_topk
 from vlm.kd.losses import DEFAULT_CHUNK_ROWS, shifted_rows
-from vlm.models.base import head_inputs, output_head
+from vlm.models.base import head_replaced, output_head
 from vlm.models.options import ModelOptions
 
 
@@ -151,16 +151,31 @@ def rescore(teacher, recipe, samples, transcripts, image, writer, cfg: Config, d
         labels = inputs.pop("labels")
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(teacher.model.dtype)
-        with head_inputs(teacher.model) as hidden:
-            teacher.model(**inputs)
-        rows, targets, mask = shifted_rows(hidden[-1], labels)
-        ids, logprobs, log_tail = head_topk(rows, output_head(teacher.model), writer.k, cfg.logit_chunk_rows)
-        lo = 0
-        for s, n in zip(batch, mask.sum(1).tolist()):
-            writer.add_topk(s.id, TopK(ids[lo:lo + n], logprobs[lo:lo + n], log_tail[lo:lo + n], targets[lo:lo + n]))
-            lo += n
+        for s, rows in zip(batch, target_topk(teacher.model, inputs, labels, writer.k, cfg.logit_chunk_rows)):
+            writer.add_topk(s.id, rows)
         bar.update(len(batch))
     bar.close()
+
+
+@torch.inference_mode()
+def target_topk(model, inputs: dict, labels: torch.Tensor, k: int, chunk_rows: int) -> list[TopK]:
+    """Per sample of the batch, the top-k (+ tail) of the RAW logits at its target rows (the rows whose next label
+    is a target): the LM head runs inside the forward on those rows only, ``chunk_rows`` at a time."""
+    found = []
+
+    def topk_of_targets(head_forward, hidden):
+        rows, targets, mask = shifted_rows(hidden, labels)
+        found.append((head_topk(rows, head_forward, k, chunk_rows), targets, mask.sum(1).tolist()))
+        return hidden[..., :0, :]  # no vocabulary-wide logits leave the head
+
+    with head_replaced(model, topk_of_targets):
+        model(**inputs)
+    (ids, logprobs, log_tail), targets, counts = found[-1]
+    out, lo = [], 0
+    for n in counts:
+        out.append(TopK(ids[lo:lo + n], logprobs[lo:lo + n], log_tail[lo:lo + n], targets[lo:lo + n]))
+        lo += n
+    return out
 
 
 def _complete_cache(path: Path, ids: list[str]) -> bool:
