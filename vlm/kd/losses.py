@@ -187,10 +187,11 @@ def combined_loss(ce_sum: torch.Tensor, kd_sum: torch.Tensor, n_tokens: int | to
 
 
 # ---------------------------------------------------------------------------------------------- at real size
-# float32 [64, 151,936] = 39 MB per copy; a chunk's backward holds ~7 such copies (logits, exp/logsumexp temporaries,
-# the tail's scatter copy, their gradients): ~0.27 GB at the real vocabulary. Smaller chunks were not slower on
-# CPU (bench/memory.py) and a 64-row GEMM against a 7B head is still ~70 GFLOP.
-DEFAULT_CHUNK_ROWS = 64
+# float32 [32, 151,936] = 19 MB per copy; a chunk's backward holds ~7 such copies (logits, exp/logsumexp temporaries,
+# the tail's scatter copy, their gradients). On 2 CPU cores 32 rows were faster than 64 or 256 (bench/memory.py);
+# on a GPU each chunk re-reads the head (1.1 GB in bf16 for a 7B model): ~30 chunk passes a step at batch 8, small
+# beside the step itself.
+DEFAULT_CHUNK_ROWS = 32
 
 
 def shifted_rows(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
