@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,7 +57,8 @@ def ranks() -> Ranks:
     from accelerate import PartialState
 
     on_gpu = torch.cuda.is_available()
-    state = PartialState(cpu=not on_gpu, backend=None if on_gpu else "gloo")
+    # ranks wait at the merge barrier for the slowest share (generation lengths vary): well past the 30-min default
+    state = PartialState(cpu=not on_gpu, backend=None if on_gpu else "gloo", timeout=timedelta(hours=6))
     return Ranks(rank=state.process_index, world=state.num_processes, state=state)
 
 
