@@ -12,6 +12,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory):
+    """A fresh zoo cache for the session's zoo-model tests (VLM_ZOO_DIR while they run)."""
+    import os
+
+    path = tmp_path_factory.mktemp("zoo")
+    old = os.environ.get("VLM_ZOO_DIR")
+    os.environ["VLM_ZOO_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("VLM_ZOO_DIR")
+    else:
+        os.environ["VLM_ZOO_DIR"] = old
+
+
 @pytest.fixture
 def hypo3d_files(tmp_path):
     data = hypo3d_data()

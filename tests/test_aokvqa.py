@@ -86,7 +86,7 @@ BAD = {
     "index out of range": (record(correct_choice_idx=4), "expected an integer in 0..3, got 4"),
     "index is a bool": (record(correct_choice_idx=True), "expected an integer in 0..3, got True"),
     "direct answers count": (record(direct_answers=["cab"] * 9), "expected 10 strings, got 9"),
-    "empty direct answer": (record(direct_answers=["cab"] * 9 + [" "]), "an item is an empty string"),
+    "empty rationale": (record(rationales=["x", "", "y"]), "an item is an empty string"),  # only choices / DA may
     "difficult not a bool": (record(difficult_direct_answer="no"), "expected true or false"),
     "rationales count": (record(rationales=["x"]), "expected 3 strings, got 1"),
     "missing rationales": ({k: v for k, v in record().items() if k != "rationales"}, "missing key 'rationales'"),
@@ -194,3 +194,132 @@ def test_rationale_target():
     assert ak.rationale_target(s, which=2) == "r2\nAnswer: cab"
     with pytest.raises(DataError, match="no rationale #3"):
         ak.rationale_target(s, which=3)
+
+
+# ---------------------------------------------------------------- real-file quirks, unlabelled test files
+# The real A-OKVQA v1.0 val / test files carry a few empty strings among `choices` / `direct_answers`; the
+# official loader (allenai/aokvqa load_aokvqa.py) reads them as they are, so we accept them with warnings.
+def quirky_records():
+    return [
+        record("q0", choices=["s", "", "b", "f"], correct_choice_idx=0),
+        record("q1", direct_answers=["cab"] * 3 + ["", ""] + ["taxi"] * 5),
+        record("q2", choices=["red", "", "blue", "green"], correct_choice_idx=1,  # the empty choice is correct
+               direct_answers=[""] * 3 + ["red"] * 7),
+        record("q3", difficult_direct_answer=True, direct_answers=[""] + ["bus"] * 9),
+        record("q4"),
+    ]
+
+
+def official_eval_aokvqa(dataset, preds, multiple_choice):
+    """The formulas of allenai/aokvqa evaluation/eval_predictions.py (eval_aokvqa, strict=False, as its
+    __main__ calls it), re-typed from the file: difficult questions filtered out of the direct-answer setting
+    (`if multiple_choice is False: ... v['difficult_direct_answer'] is False`), a missing prediction appends
+    0.0, MC `float(pred == choices[correct_choice_idx])`, DA `min(1.0, sum([pred == da ...]) / 3.0)` — raw
+    string equality, so an empty reference is just another string. Returns a percentage."""
+    dataset = {d["question_id"]: d for d in dataset}
+    if multiple_choice is False:
+        dataset = {k: v for k, v in dataset.items() if v["difficult_direct_answer"] is False}
+    acc = []
+    for q, d in dataset.items():
+        if q not in preds:
+            acc.append(0.0)
+            continue
+        pred = preds[q]
+        if multiple_choice:
+            acc.append(float(pred == d["choices"][d["correct_choice_idx"]]))
+        else:
+            acc.append(min(1.0, sum(pred == da for da in d["direct_answers"]) / 3.0))
+    return sum(acc) / len(acc) * 100
+
+
+def run_cli(capsys, *argv):
+    from vlm.__main__ import main
+
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_empty_choices_and_direct_answers_validate_with_warnings(tmp_path, capsys):
+    path = write(tmp_path, quirky_records())
+    rc, out, err = run_cli(capsys, "validate", path)
+    assert rc == 0 and "OK — 5 questions" in out, err
+    lines = err.splitlines()
+    for line in (f"{path}: [0] (question_id 'q0').choices[1]: empty choice",
+                 f"{path}: [1] (question_id 'q1').direct_answers[3]: empty direct answer",
+                 f"{path}: [1] (question_id 'q1').direct_answers[4]: empty direct answer",
+                 f"{path}: [2] (question_id 'q2').choices[1]: empty choice (the correct one)",
+                 f"{path}: [2] (question_id 'q2').direct_answers[0]: empty direct answer",
+                 f"{path}: [3] (question_id 'q3').direct_answers[0]: empty direct answer"):
+        assert line in lines, err
+    summary = [x for x in lines if "warning(s)" in x]
+    assert summary == [f"{path}: 8 warning(s), accepted: 6 x empty direct answer, 1 x empty choice, "
+                       "1 x empty choice (the correct one)"], err
+    assert "note" not in err  # labelled: no "no labels" notice
+
+
+def test_quirky_file_scores_as_the_official_scorer(tmp_path, capsys):
+    from vlm.metrics import compute_metrics, prediction_record
+
+    data = quirky_records()
+    samples = ak.load_aokvqa(write(tmp_path, data))
+    capsys.readouterr()
+    assert samples[2].answers == ["", "red"] + ["red"] * 6  # empty direct answers are no references
+    assert samples[2].context["direct_answers"] == data[2]["direct_answers"]  # ... but are scored, as officially
+    pred_sets = [
+        {"q0": "s", "q1": "", "q2": "", "q3": "bus", "q4": "cab"},     # empty predictions meet empty references
+        {"q0": "b", "q1": "cab", "q2": "red", "q3": "", "q4": "taxi"},  # a literal choice 'b', not option letter B
+        {"q0": "", "q1": "taxi", "q4": "train"},                         # missing predictions score 0
+    ]
+    for preds in pred_sets:
+        mc = official_eval_aokvqa(data, preds, multiple_choice=True)
+        da = official_eval_aokvqa(data, preds, multiple_choice=False)
+        assert 100 * ak.mc_accuracy(preds, samples) == pytest.approx(mc)
+        assert 100 * ak.da_accuracy(preds, samples) == pytest.approx(da)
+        if len(preds) == len(samples):
+            result = compute_metrics([prediction_record(s, preds[s.id]) for s in samples], use_sbert=False, n_bootstrap=0)
+            assert result["overall"]["mc"] == pytest.approx(mc) and result["overall"]["da"] == pytest.approx(da)
+            assert result["n_da"] == 4
+    assert official_eval_aokvqa(data, pred_sets[0], False) == pytest.approx(100 * (0 + 2 / 3 + 1 + 1) / 4)
+
+
+def test_unlabelled_test_file_loads_and_says_so(tmp_path, coco, capsys):
+    from vlm.metrics import compute_metrics, prediction_record
+
+    recs = [{k: v for k, v in record(f"t{i}").items() if k not in ak.ANSWER_KEYS} for i in range(3)]
+    recs[1]["choices"] = ["s", "", "b", "f"]
+    recs[2]["difficult_direct_answer"] = False  # an answer key without labels: still unlabelled
+    for name in ("aokvqa_v1p0_test.json", "questions.json"):  # the official name, or no split in the name
+        path = write(tmp_path, recs, name=name)
+        rc, out, err = run_cli(capsys, "validate", path)
+        assert rc == 0 and "OK — 3 questions" in out, err
+        notes = [x for x in err.splitlines() if ": note: " in x]
+        assert len(notes) == 1 and notes[0].startswith(f"{path}: note: no labels") and "prediction-only" in notes[0]
+        assert f"{path}: [1] (question_id 't1').choices[1]: empty choice" in err
+    samples = ak.load_aokvqa(path)
+    assert all(s.answers == [] for s in samples)
+    with pytest.raises(ValueError, match="no labels: 3 of 3"):
+        compute_metrics([prediction_record(s, "cab") for s in samples], use_sbert=False, n_bootstrap=0)
+    jsonl = tmp_path / "preds.jsonl"
+    jsonl.write_text("".join(json.dumps(prediction_record(s, "cab")) + "\n" for s in samples))
+    rc, _, err = run_cli(capsys, "metrics", jsonl, "--no_sbert")
+    assert rc == 2 and "unlabelled question" in err, err
+    # a labelled split named as such may not drop its labels
+    rc, _, err = run_cli(capsys, "validate", write(tmp_path, recs, name="aokvqa_v1p0_val.json"))
+    assert rc == 2 and "missing key 'correct_choice_idx'" in err
+
+
+MALFORMED = {
+    "missing key": ({k: v for k, v in record("m").items() if k != "direct_answers"}, "missing key 'direct_answers'"),
+    "wrong type": (record("m", choices="s b f"), "expected a list of 4 strings, got str"),
+    "non-string item": (record("m", direct_answers=[""] * 9 + [None]), "non-string items"),
+    "index out of range": (record("m", choices=["s", "", "b", "f"], correct_choice_idx=4), "expected an integer in 0..3"),
+    "duplicate id": (record("q4"), "duplicate id 'q4'"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_records_still_exit_2(case, tmp_path, capsys):
+    rec, message = MALFORMED[case]
+    rc, out, err = run_cli(capsys, "validate", write(tmp_path, quirky_records() + [rec]))
+    assert rc == 2 and message in err and "[5]" in err and "OK" not in out, err

@@ -156,7 +156,7 @@ def test_split_llava_cot_json_list_and_multi_turn_records(tmp_path):
     parts = {n: json.loads((tmp_path / "o" / f"{n}.json").read_text()) for n in ("train", "val", "test")}
     assert sorted(r["id"] for p in parts.values() for r in p) == sorted(r["id"] for r in records)
     manifest = json.loads((tmp_path / "o" / "split_manifest.json").read_text())
-    assert sum(s["questions"] for s in manifest["splits"].values()) == 41  # the two-turn record counts twice
+    assert sum(s["questions"] for s in manifest["splits"].values()) == 40  # a multi-turn record is one question (its last turn)
     assert {s["file"] for s in manifest["splits"].values()} == {"train.json", "val.json", "test.json"}
 
 

@@ -42,6 +42,16 @@ def with_cot(cot):
     return good(cot=cot)
 
 
+COT_BLUE = COT.replace("red<", "blue<").replace("red chair", "blue table")
+
+
+def multi_turn(rid="m", first="What colour is the chair?", second="And the table?"):
+    """Two human/gpt pairs, by default in the official generator's layout (no <image> placeholder)."""
+    rec = good(rid, question=first)
+    rec["conversations"] += [{"from": "human", "value": second}, {"from": "gpt", "value": COT_BLUE}]
+    return rec
+
+
 # Every malformed-record class, with the reason kind it must be counted under.
 def bad_cases():
     no_gpt = good()
@@ -67,7 +77,8 @@ def bad_cases():
         "duplicated tag": (with_cot(COT + " <SUMMARY>again</SUMMARY>"), "duplicated tag <SUMMARY>"),
         "unclosed tag": (with_cot(COT.replace("</REASONING>", "")), "unbalanced tag <REASONING>"),
         "two <image> tokens": (good(question="<image>\n<image>\nWhat?"), "wrong <image> count"),
-        "no <image> token": (good(question="What?"), "wrong <image> count"),
+        "<image> in two turns": (multi_turn(first="<image>\nWhat?", second="<image>\nAnd the table?"), "wrong <image> count"),
+        "<image> without an image": ({k: v for k, v in good().items() if k != "image"}, "wrong <image> count"),
         "missing image file": (good(image="coco/train2017/missing.jpg"), "image not found"),
         "path escaping the root": (good(image="../outside.jpg"), "image path escapes the image root"),
         "absolute image path": (good(image="/etc/passwd"), "image path escapes the image root"),
@@ -145,12 +156,14 @@ def test_lenient_loader_skips_bad_records(mixed_file):
 
 
 def test_json_list_file_and_multi_turn(tmp_path, image_root):
-    rec = good("m")
-    rec["conversations"] += [{"from": "human", "value": "And the table?"}, {"from": "gpt", "value": COT.replace("red<", "blue<")}]
+    rec = multi_turn(first="<image>\nWhat colour is the chair?")
     path = tmp_path / "train.json"
     path.write_text(json.dumps([rec, good("x")]))
     samples = lc.load_llava_cot(path, image_root)
-    assert [(s.id, s.answer) for s in samples] == [("m#0", "red"), ("m#1", "blue"), ("x", "red")]
+    # one sample per record: the last pair is the question and reference, earlier pairs are history
+    assert [(s.id, s.question, s.answer) for s in samples] == [("m", "And the table?", "blue"), ("x", "What colour is the chair?", "red")]
+    assert samples[0].context["history"] == [["What colour is the chair?", COT]] and samples[0].context["cot"] == COT_BLUE
+    assert "history" not in samples[1].context
     rec["conversations"][3]["value"] = "no tags"
     reasons = lc.validate_record(rec, image_root)
     assert "missing tag <SUMMARY>: gpt turn 3" in reasons
@@ -167,6 +180,12 @@ def test_committed_sample_loads_cleanly():
     samples = lc.load_llava_cot(SAMPLE / "train.jsonl", SAMPLE / "images")
     assert len({s.id for s in samples}) == 100 and all(Path(s.image).is_file() for s in samples)
     assert all(s.context["source"] == "toy" and s.answer for s in samples)
+    records = [json.loads(ln) for ln in (SAMPLE / "train.jsonl").read_text().splitlines()]
+    placeholder = [r for r in records if r["conversations"][0]["value"].startswith("<image>\n")]
+    multi = [r for r in records if len(r["conversations"]) > 2]
+    assert len(placeholder) == 36 and len(multi) == 32  # both layouts: LLaVA-style and the official generator's
+    assert all(len(r["conversations"]) == 4 and "<image>" not in json.dumps(r) for r in multi)
+    assert sum("history" in s.context for s in samples) == 32
     size = sum(p.stat().st_size for p in SAMPLE.rglob("*") if p.is_file())
     assert size < 2_000_000
 
@@ -332,3 +351,93 @@ def test_prepare_end_to_end_subprocess(tmp_path):
     assert "8 records, 8 good, 0 bad" in r.stdout and (root / "image.zip.sha256").is_file()
     r = run_vlm("prepare", "llava-cot", "--root", tmp_path / "nowhere")
     assert r.returncode == 2 and r.stderr.strip() == f"{tmp_path / 'nowhere'}: -: dataset folder not found"
+
+
+# ---------------------------------------------------------------- the official generator's layout
+# generate.py strips "<image>\n" from the human turn and may write several human/gpt pairs per record; the
+# official loader shows the record's image on the first user turn.
+@pytest.fixture
+def official_layout(tmp_path):
+    """A train.jsonl in the official layout (no placeholder; single- and multi-turn) with its images."""
+    import shutil
+
+    root = tmp_path / "ds"
+    for k in range(2):
+        (root / "toy").mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLE / "images" / "toy" / f"toy000{k}.png", root / "toy" / f"toy000{k}.png")
+    records = [good("single", image="toy/toy0000.png", question="What colour is the chair?"),
+               {**multi_turn("multi"), "image": "toy/toy0001.png"},
+               {**multi_turn("trailing", first="What colour is the chair?\n<image>"), "image": "toy/toy0000.png"}]
+    return write_jsonl(tmp_path / "train.jsonl", records), root
+
+
+def test_records_without_placeholder_validate(official_layout):
+    path, root = official_layout
+    assert lc.scan(path, root).good == 3
+    samples = lc.load_llava_cot(path, root)
+    assert [(s.id, s.question, s.answer) for s in samples] == [
+        ("single", "What colour is the chair?", "red"), ("multi", "And the table?", "blue"), ("trailing", "And the table?", "blue")]
+    assert samples[2].context["history"] == [["What colour is the chair?", COT]]  # placeholder removed from history too
+    assert all(Path(s.image).is_file() for s in samples)
+
+
+def test_placeholder_errors_stay(image_root):
+    no_image = {k: v for k, v in good().items() if k != "image"}
+    assert "wrong <image> count: 1 in the human turns but the record has no image" in lc.validate_record(no_image, image_root)
+    assert "missing key 'image'" in lc.validate_record(no_image, image_root)
+    two = multi_turn(first="<image>\nWhat colour?", second="<image>\nAnd the table?")
+    assert lc.validate_record(two, image_root) == ["wrong <image> count: 2 in the human turns (expected at most 1, for one image)"]
+    assert lc.validate_record(multi_turn(), image_root) == [] and lc.validate_record(good(question="What?"), image_root) == []
+
+
+def test_training_conversation_image_first_and_every_gpt_turn_labelled(official_layout, zoo_dir):
+    from PIL import Image
+
+    from vlm.models import load_model
+    from vlm.recipes import load_recipe
+
+    path, root = official_layout
+    single, multi, _ = lc.load_llava_cot(path, root)
+    recipe = load_recipe("llava-cot")
+    conv = recipe.conversation(multi, recipe.gold(multi))
+    assert [m["role"] for m in conv] == ["user", "assistant", "user", "assistant"]
+    assert [item["type"] for item in conv[0]["content"]] == ["image", "text"] and conv[0]["content"][1]["text"] == "What colour is the chair?"
+    assert all(item["type"] == "text" for m in conv[1:] for item in m["content"])  # one image, on the first user turn
+    assert conv[1]["content"][0]["text"] == COT and conv[3]["content"][0]["text"] == COT_BLUE
+    assert "And the table?" in conv[2]["content"][0]["text"]  # the recipe's prompt for the last question
+    blind = recipe.conversation(multi, recipe.gold(multi), blind=True)
+    assert not any(item["type"] == "image" for m in blind for item in m["content"])
+    one = recipe.conversation(single, recipe.gold(single))
+    assert [m["role"] for m in one] == ["user", "assistant"] and one[0]["content"][0]["type"] == "image"
+
+    adapter = load_model("zoo:llava-ov-mirror", device="cpu")
+    image = Image.open(multi.image).convert("RGB")
+    batch = adapter.training_batch([conv, one], [image, Image.open(single.image).convert("RGB")])
+    ids = batch["input_ids"][0]
+    assert int((ids == adapter.image_token_id).sum()) > 0
+    first_image = int((ids == adapter.image_token_id).nonzero()[0])
+    question = adapter.tokenizer.decode(ids[first_image:]).split("<|im_end|>")[0]
+    assert "What colour is the chair?" in question  # the image sits in the first user turn
+    labels = batch["labels"][0]
+    target = adapter.tokenizer.decode(labels[labels != -100])
+    assert target.count("<SUMMARY>") == 2 and COT in target and COT_BLUE in target and target.count("<|im_end|>") == 2
+    assert "What colour is the chair?" not in target and "And the table?" not in target
+    labels = batch["labels"][1]
+    assert adapter.tokenizer.decode(labels[labels != -100]).count("<SUMMARY>") == 1
+
+
+def test_finetune_and_evaluate_on_the_official_layout(official_layout, zoo_dir, tmp_path):
+    path, root = official_layout
+    env = {"VLM_ZOO_DIR": str(zoo_dir)}
+    r = run_vlm("finetune", "--model", "zoo:llava-ov-mirror", "--data", path, "--images_dir", root, "--recipe", "llava-cot",
+                "--batch_size", 3, "--max_steps", 1, "--out_dir", tmp_path / "ft", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = json.loads((tmp_path / "ft" / "train_config.json").read_text())
+    assert cfg["examples"] == 3
+    r = run_vlm("evaluate", "--model", "zoo:llava-ov-mirror", "--adapter", tmp_path / "ft" / "adapter", "--data", path,
+                "--images_dir", root, "--recipe", "llava-cot", "--limit", 2, "--max_new_tokens", 4, "--no_sbert",
+                "--out_dir", tmp_path / "eval", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(ln) for ln in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert [(row["id"], row["references"]) for row in rows] == [("single", ["red"]), ("multi", ["blue"])]  # last turn scored
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vlm import metrics as M
 from vlm.data.errors import DataError
 from vlm.metrics import (
     bootstrap_ci,
@@ -25,11 +28,14 @@ from vlm.metrics import (
     packaged_minilm_path,
     partial_match_score,
     ptb_tokenize,
+    ptb_tokenize_batch,
+    ptb_tokenize_java,
     resolve_sbert_model,
     scanqa_exact_match,
 )
 
 REPO = Path(__file__).resolve().parents[1]
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="java is not on PATH")
 
 
 def _env() -> dict[str, str]:
@@ -81,6 +87,26 @@ def test_normalize_official(text: str, expected: str) -> None:
 )
 def test_normalize_per_model(text: str, expected: str) -> None:
     assert normalize_hypo3d(text, "per_model") == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("two chairs", "2 chairs"),  # words after a number are kept (official and per_model: '2')
+        ("To the front and left.", "front left"),  # the phrase table, as metric_compute.py
+        ("Behind the sofa", "back sofa"),
+        ("There are three", "there are 3"),
+    ],
+)
+def test_normalize_per_model_6152577(text: str, expected: str) -> None:
+    assert normalize_hypo3d(text, "per_model_6152577") == expected
+
+
+def test_per_model_variants_differ() -> None:
+    assert normalize_hypo3d("two chairs", "per_model") == normalize_hypo3d("two chairs") == "2"
+    assert normalize_hypo3d("To the front and left.", "per_model") == "front and left"
+    r = compute_metrics(HYPO, use_sbert=False, n_bootstrap=0, normalization="per_model_6152577")
+    assert r["normalization"] == "per_model_6152577"
 
 
 def test_normalize_unknown_variant() -> None:
@@ -156,10 +182,148 @@ def test_scanqa_em_multiple_references() -> None:
     assert scanqa_exact_match("light brown", refs, clean=True) == 0.0
 
 
-def test_ptb_tokenize() -> None:
-    assert ptb_tokenize("Brown.") == "brown"
-    assert ptb_tokenize('The "big" (white) T-shirt...') == "the big white t-shirt"
-    assert ptb_tokenize("It isn't 1.5 m!") == "it is n't 1.5 m"
+@pytest.mark.parametrize(
+    "text, expected",  # every expected value is the Java PTBTokenizer's output + the official filter
+    [
+        ("Brown.", "brown"),
+        ('The "big" (white) T-shirt...', "the big -lrb- white -rrb- t-shirt"),  # -LRB- is filtered, -lrb- is not
+        ("It isn't 1.5 m!", "it is n't 1.5 m"),
+        ("{curly} [square]", "-lcb- curly -rcb- -lsb- square -rsb-"),
+        ("black/white left/right 1/2 cup", "black/white left/right 1/2 cup"),
+        ("the u.s. flag at 10 p.m.", "the u.s. flag at 10 p.m."),
+        ("Mr. Smith, Dr. Lee etc. 5 ft.", "mr. smith dr. lee etc. 5 ft."),
+        ("fig. 3 vs. fig.", "fig. 3 vs. fig"),  # 'fig.' keeps its period only before a number
+        ("plan B. in. min.", "plan b. in min"),
+        ("cannot gonna wanna gotta lemme 'tis", "can not gon na wan na got ta lem me 't is"),
+        ("it's 5 o'clock, rock 'n' roll in the '90s", "it 's 5 o'clock rock 'n' roll in the '90s"),
+        ("doesn’t ‘quoted’ “double”", "does n't quoted double"),
+        ("wait — what… a – b", "wait what a b"),
+        ("3.5-inch 10:30am 5pm 1,000 $5.99 50%", "3.5-inch 10:30 am 5pm 1,000 $ 5.99 50 %"),
+        ("3 1/2 what?!", "3\xa01/2 what ?!"),  # the lexer joins a number and a fraction with a no-break space
+        ("", ""),
+    ],
+)
+def test_ptb_tokenize(text: str, expected: str) -> None:
+    assert ptb_tokenize(text) == expected
+
+
+_COLORS = ["brown", "black", "white", "red", "blue", "gray", "black/white", "dark-brown", "light blue"]
+_OBJECTS = ["chair", "table", "desk", "t-shirt", "tv", "sofa", "trash can", "night-stand", "bookshelf", "monitor",
+            "window", "door", "lamp", "bed", "pillow", "x-ray", "cabinet", "refrigerator", "towel", "3d printer"]
+_PLACES = ["on the left", "to the right", "in front of the desk", "behind the sofa", "next to the bed", "left/right",
+           "near the door", "under the table", "on top of the cabinet", "in the corner", "at the u.s. flag"]
+_NUMBERS = ["2", "3", "two", "1.5", "10", "1,000", "3-4", "1/2", "3 1/2", "5 ft.", "10:30", "2nd", "50%", "$5.99",
+            "5pm", "3.5-inch", "'90s"]
+_ABBREVIATIONS = ["Mr. Smith", "Dr. Lee", "etc.", "e.g.", "i.e.", "u.s.", "a.m.", "Jan. 5", "No. 5", "fig. 3",
+                  "St. Louis", "vs.", "Inc.", "plan B."]
+_CONTRACTIONS = ["isn't", "it's", "don't", "can't", "cannot", "won't", "they're", "I'm", "we'll", "you've", "it'd",
+                 "gonna", "wanna", "gotta", "o'clock", "doesn’t", "there’s", "'tis", "lemme"]
+_VERBS = ["is", "sits", "stands", "is placed", "lies", "hangs", "is located"]
+_PUNCT = [".", ",", "!", "?", "...", ";", ":", " —", "…", " -", " --", "?!", ""]
+_WRAPS = [("(", ")"), ("[", "]"), ("{", "}"), ('"', '"'), ("'", "'"), ("“", "”"), ("‘", "’"), ("", "")]
+
+
+def _short_answer(r: random.Random) -> str:
+    """A ScanQA-style answer: a colour, an object, a place, a count, possibly bracketed, capitalised, punctuated."""
+    s = [lambda: r.choice(_COLORS), lambda: f"{r.choice(_COLORS)} {r.choice(_OBJECTS)}", lambda: r.choice(_PLACES),
+         lambda: f"{r.choice(_NUMBERS)} {r.choice(_OBJECTS)}s", lambda: r.choice(_OBJECTS),
+         lambda: f"{r.choice(['the', 'a', ''])} {r.choice(_OBJECTS)} {r.choice(_PLACES)}".strip()][r.randrange(6)]()
+    if r.random() < 0.3:
+        a, b = r.choice(_WRAPS)
+        s = f"{a}{s}{b}"
+    if r.random() < 0.3:
+        s = s.capitalize()
+    return s + (r.choice(_PUNCT) if r.random() < 0.4 else "")
+
+
+def _caption(r: random.Random) -> str:
+    """A caption-like sentence with abbreviations, contractions, numbers, brackets, quotes and unicode dashes."""
+    parts = [r.choice(["The", "A", "This", "That", "It", "There"]), r.choice(_COLORS), r.choice(_OBJECTS),
+             r.choice(_VERBS), r.choice(_PLACES)]
+    for _ in range(r.randint(1, 3)):
+        extra = r.choice([r.choice(_ABBREVIATIONS), r.choice(_CONTRACTIONS), r.choice(_NUMBERS), f"({r.choice(_OBJECTS)})",
+                          f"[{r.choice(_NUMBERS)}]", r.choice(_COLORS), r.choice(_PUNCT).strip() or ",", "and", "with",
+                          f'"{r.choice(_OBJECTS)}"', f"{r.choice(_OBJECTS)}'s", "—", "…", "–"])
+        parts.insert(r.randint(1, len(parts)), extra)
+    return " ".join(p for p in parts if p) + r.choice([".", ".", "!", "?", "...", "…", "", " ."])
+
+
+def generated_answers(n: int = 4000, seed: int = 0) -> list[str]:
+    r = random.Random(seed)
+    return [_short_answer(r) if i % 2 else _caption(r) for i in range(n)]
+
+
+@needs_java
+def test_ptb_fallback_agrees_with_java_tokenizer() -> None:
+    texts = generated_answers()
+    java = ptb_tokenize_java(texts)  # one Java call for all of them
+    python = [ptb_tokenize(t) for t in texts]
+    differ = [(t, j, p) for t, j, p in zip(texts, java, python) if j != p]
+    agreement = 1 - len(differ) / len(texts)
+    print(f"PTB fallback agreement with the Java tokenizer: {agreement:.4%} of {len(texts)} strings; differ: {differ[:10]}")
+    assert agreement >= 0.995, differ[:20]
+
+
+@needs_java
+def test_ptb_tokenize_java_batch_keeps_alignment() -> None:
+    texts = ["", "a\nb", "(x)", "c\rd", "Mr. Smith's", "", ""]  # empty and multi-line strings keep their slots
+    assert ptb_tokenize_java(texts) == ["", "a b", "-lrb- x -rrb-", "c d", "mr. smith 's", "", ""]
+    assert ptb_tokenize_batch(["(x)"]) == (["-lrb- x -rrb-"], "ptb-java")
+
+
+def test_ptb_tokenize_batch_without_java(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(M.shutil, "which", lambda name: None)
+    assert ptb_tokenize_batch(["(x)", "Brown."]) == (["-lrb- x -rrb-", "brown"], "ptb-python-fallback")
+    assert "meteor" not in caption_scores(["brown chair"], [["brown chair"]])  # absent, not 0
+    r = compute_metrics(SCANQA_OFFICIAL, use_sbert=False, n_bootstrap=0)
+    assert r["tokenizer"] == "ptb-python-fallback" and r["overall"]["meteor"] is None
+    assert all(g["meteor"] is None for g in r["by_question_type"].values())
+    assert any("meteor" in note for note in r["notes"])
+    json.dumps(r, allow_nan=False)
+
+
+# ScanQA-style answers: several references, punctuation, brackets, slashes, abbreviations, contractions.
+_SCANQA_FIXTURE = [
+    ("Brown wooden chair.", ["brown chair", "wooden chair"], "Color"),
+    ("(left)", ["left", "on the left side"], "Place"),
+    ("black/white", ["black and white", "white"], "Color"),
+    ("2 chairs", ["two", "2"], "Number"),
+    ("It's next to the t-shirt", ["next to t-shirt", "beside the shirt"], "Place"),
+    ("the U.S. flag", ["u.s. flag", "american flag"], "Object"),
+    ("It isn't there — it's gone…", ["it is gone", "nowhere"], "Other"),
+    ("a 5 ft. tall lamp", ["tall lamp", "floor lamp"], "Object"),
+    ("rectangular", ["rectangle", "rectangular"], "Object nature"),
+    ("in front of the desk", ["in front of desk", "in front of the desk"], "Place"),
+]
+SCANQA_OFFICIAL = [
+    {"id": f"q{i}", "benchmark": "scanqa", "prediction": p, "references": refs, "question_type": [qt]}
+    for i, (p, refs, qt) in enumerate(_SCANQA_FIXTURE)
+]
+
+
+@needs_java
+def test_caption_metrics_equal_official_scanqa_pipeline() -> None:
+    """ATR-DBI/ScanQA scripts/score.py eval_pycoco: PTBTokenizer on refs and preds, then Bleu(4), Meteor,
+    Rouge, Cider — run here with pycocoevalcap directly, and compared with ours for exact equality."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({r["id"]: [{"caption": a} for a in r["references"]] for r in SCANQA_OFFICIAL})
+    res = tokenizer.tokenize({r["id"]: [{"caption": r["prediction"]}] for r in SCANQA_OFFICIAL})
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    official = {"bleu-1": bleu[0], "bleu-2": bleu[1], "bleu-3": bleu[2], "bleu-4": bleu[3],
+                "meteor": Meteor().compute_score(gts, res)[0], "rouge-l": Rouge().compute_score(gts, res)[0],
+                "cider": Cider().compute_score(gts, res)[0]}
+
+    ours = caption_scores([r["prediction"] for r in SCANQA_OFFICIAL], [r["references"] for r in SCANQA_OFFICIAL])
+    assert ours == {k: float(v) for k, v in official.items()}  # exactly, every metric
+    r = compute_metrics(SCANQA_OFFICIAL, use_sbert=False, n_bootstrap=0)
+    assert r["tokenizer"] == "ptb-java" and "notes" not in r
+    assert {k: r["overall"][k] for k in official} == {k: round(100 * v, 4) for k, v in official.items()}
 
 
 def test_caption_scores_sanity() -> None:

@@ -22,20 +22,6 @@ IMAGE = REPO / "hypo_dataset" / "sample" / "images" / "toy0000.png"
 
 
 @pytest.fixture(scope="session")
-def zoo_dir(tmp_path_factory):
-    import os
-
-    path = tmp_path_factory.mktemp("zoo")
-    old = os.environ.get("VLM_ZOO_DIR")
-    os.environ["VLM_ZOO_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("VLM_ZOO_DIR")
-    else:
-        os.environ["VLM_ZOO_DIR"] = old
-
-
-@pytest.fixture(scope="session")
 def mirrors(zoo_dir):
     return {prefix: load_model(f"zoo:{prefix}-mirror", device="cpu") for prefix in FAMILIES}
 

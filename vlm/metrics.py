@@ -6,7 +6,10 @@ EM = equality and PM = |set(pred) ∩ set(ref)| / len(ref tokens); plus SBERT co
 Aggregated overall, per change type, per question type (multi-label) and per change × question type.
 
 ScanQA (definition: ``scripts/score.py``, ATR-DBI/ScanQA): EM@1 = the prediction is one of the reference
-answers; BLEU-1..4, ROUGE-L, CIDEr over all references; plus SBERT cosine (best reference).
+answers; BLEU-1..4, ROUGE-L, CIDEr and METEOR over all references, after PTB tokenisation (``caption_scores``:
+pycocoevalcap's Java PTBTokenizer and METEOR when ``java`` is on PATH, exactly the official pipeline; otherwise
+the Python ``ptb_tokenize`` and no METEOR — null, not 0; metrics.json's ``tokenizer`` says which ran);
+plus SBERT cosine (best reference).
 
 A-OKVQA (definition: allenai/aokvqa ``evaluation/eval_predictions.py``; the scoring itself lives in
 ``vlm.data.aokvqa`` — ``map_to_choice`` / ``mc_score`` / ``da_score`` — and is reused here):
@@ -22,11 +25,14 @@ A-OKVQA (definition: allenai/aokvqa ``evaluation/eval_predictions.py``; the scor
   sentence embeddings instead, so this number approximates the official remapped MC and ``mc`` stays the
   headline.
 * ``sbert``: best cosine over the references (correct choice + direct answers), as for ScanQA.
+* Empty choices / direct answers (a few in the real val and test files) are accepted and scored as the
+  official code scores them (see ``vlm.data.aokvqa``); records without labels (the unlabelled test split,
+  ``correct_choice_idx`` null) are refused with "no labels" rather than scored.
 
 LLaVA-CoT (the paper evaluates task accuracy of the ``<CONCLUSION>``; references are the conclusion text):
 ``em`` = exact match after ``ptb_tokenize`` (ScanQA's ``em@1_clean``) against any reference — task accuracy
 where answers are short words or phrases; our caption-style additions for sentence answers: BLEU-1..4,
-ROUGE-L, CIDEr (``caption_scores``, overall and per group) and ``sbert`` (best reference).
+ROUGE-L, CIDEr, METEOR (``caption_scores``, overall and per group, as for ScanQA) and ``sbert`` (best reference).
 
 Every benchmark, when every record carries ``phases`` (the raw outputs of the recipe's phases, written by
 evaluate): ``has_reasoning`` = 1 if ``reasoning_part(phases)`` is non-empty. Records without phases (e.g.
@@ -42,8 +48,12 @@ Heavy dependencies (sentence-transformers, pycocoevalcap) are imported inside fu
 from __future__ import annotations
 
 import json
+import atexit
 import math
 import re
+import shutil
+import subprocess
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +125,8 @@ _HYPO3D_PATTERN = re.compile(
 )
 _NUMBER_PREFIXES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
-Normalization = Literal["official", "per_model"]
+Normalization = Literal["official", "per_model", "per_model_6152577"]
+NORMALIZATIONS: tuple[str, ...] = ("official", "per_model", "per_model_6152577")
 
 
 def _word_to_num(word: str) -> str | None:
@@ -147,8 +158,13 @@ def normalize_hypo3d(text: str, variant: Normalization = "official") -> str:
     ``official`` is metric_compute.py: one longest-first pass over the phrase table, articles removed
     and stripped, only [a-zA-Z0-9 whitespace] kept, number words → digits — where, as in the published
     numbers, every non-number word after the first number is dropped ('two chairs' → '2').
-    ``per_model`` is the per-model evaluate.py scripts (e.g. 2D-VLM/llava-ov/evaluate.py): no phrase table,
+    ``per_model`` is the per-model evaluate.py scripts as they were up to revision 98c6b4b (e.g.
+    2D-VLM/llava-ov/evaluate.py, still so at d51a478): no phrase table, 'To the' removed case-sensitively,
     answers starting with a number word keep only their first word, all non-number words are kept.
+    ``per_model_6152577`` is the per-model scripts' later normalisation (2D-VLM/Qwen2-VL/evaluate.py at
+    revision 6152577): metric_compute.py's phrase table, articles and punctuation, but number words → digits
+    keeps every other word ('two chairs' → '2 chairs'). The name pins the revision so that results recorded as
+    ``per_model`` keep their meaning.
     """
     if variant == "official":
         text = text.lower()
@@ -164,7 +180,12 @@ def normalize_hypo3d(text: str, variant: Normalization = "official") -> str:
         text = re.sub(r"[^a-zA-Z0-9\s]", "", text).strip()
         text = _words_to_digits(text, drop_after_number=False)
         return re.sub(r"\b(a|an|the)\b", "", text)  # no strip afterwards, as in the scripts
-    raise ValueError(f"unknown Hypo3D normalization '{variant}' (known: official, per_model)")
+    if variant == "per_model_6152577":
+        text = _HYPO3D_PATTERN.sub(lambda m: HYPO3D_REPLACEMENTS[m.group(0)], text.lower())
+        text = re.sub(r"\b(?:a|an|the)\b", "", text).strip()
+        text = re.sub(r"[^a-zA-Z0-9\s]", "", text)
+        return _words_to_digits(text, drop_after_number=False)
+    raise ValueError(f"unknown Hypo3D normalization '{variant}' (known: {', '.join(NORMALIZATIONS)})")
 
 
 def partial_match_score(pred_normalized: str, ref_normalized: str) -> float:
@@ -187,24 +208,69 @@ def hypo3d_partial_match(prediction: str, reference: str, variant: Normalization
 # ScanQA: EM@1 and the captioning metrics
 # ---------------------------------------------------------------------------------------------
 
-# pycocoevalcap/tokenizer/ptbtokenizer.py PUNCTUATIONS, plus the bracket characters, which the Java
-# PTBTokenizer turns into -LRB-/-RRB-/-LCB-/-RCB- tokens that are then dropped, and '"' (→ `` / '').
-_PTB_PUNCTUATION = {"''", "'", "``", "`", '"', ".", "?", "!", ",", ":", "-", "--", "...", ";", "(", ")", "{", "}", "[", "]"}
+# pycocoevalcap/tokenizer/ptbtokenizer.py PUNCTUATIONS, verbatim. The Java tokenizer runs with -lowerCase, so
+# its bracket tokens come out as -lrb- / -rrb- / ... and are *not* removed by this upper-case list: the
+# official pipeline keeps them ('(left)' → '-lrb- left -rrb-'), and so does the fallback.
+PTB_PUNCTUATIONS = ("''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";")
+_PTB_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-", "[": "-lsb-", "]": "-rsb-"}
+# Abbreviations whose period the Java PTBLexer (CoreNLP 3.4.1) keeps anywhere, and those it keeps only before a
+# number ('fig. 3' → 'fig.', 'fig.' → 'fig'); checked one by one against the jar.
+_PTB_ABBREVIATIONS = (
+    "mr|mrs|ms|dr|prof|st|jr|sr|inc|co|corp|ltd|etc|vs|ft|sq|dept|univ|ave|rd|gen|col|lt"
+    "|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
+)
+_PTB_ABBREVIATIONS_BEFORE_NUMBER = "no|nos|fig|figs|ca|pp"
+# 1.5, 1,000, 10:30 stay whole ('10:30am' → '10:30 am', '5pm' is one word); so do dotted words: x.y.z, www.site.com
+_PTB_WORD = r"(?:\d+(?:[.,:]\d+)+|\w+(?:\.\w+)*)"
 _PTB_TOKEN = re.compile(
-    r"n't\b"  # clitics are separate PTB tokens ("isn't" → "is n't")
-    r"|'(?:s|re|ve|ll|d|m)\b"
-    r"|\d+(?:[.,:]\d+)+"  # 1.5, 1,000, 10:30 stay whole
-    r"|\w+(?:-\w+)*"  # hyphenated words stay whole (t-shirt)
-    r"|\.\.\.|--|``|''"
-    r"|\S"  # any other symbol is its own token
+    r"(?:[a-z]{1,2}\.)+[a-z]{1,2}\.(?!\w)"  # acronyms keep their period: u.s., a.m., e.g., ph.d.
+    rf"|(?<![\w.])(?:{_PTB_ABBREVIATIONS})\.(?!\w)"
+    rf"|(?<![\w.])(?:{_PTB_ABBREVIATIONS_BEFORE_NUMBER})\.(?=\s*\d)"
+    r"|(?<![\w.])[a-z]\.(?!\w)"  # a single letter keeps its period: 'plan b.'
+    r"|n't\b|'(?:s|re|ve|ll|d|m)\b|'t(?=\s)"  # clitics are separate tokens ("isn't" → "is n't", "'tis" → "'t is")
+    r"|o'\w+|'n'|'em\b|(?<!\w)'\d\ds?(?=[\s)\]}.,;!?]|$)|y'(?=all\b)"  # apostrophe words the lexer keeps whole: o'clock, rock 'n' roll, '90s
+    r"|\d+ \d+/\d+(?![\w/])"  # a whole number and a fraction are one token, joined by a no-break space: '3 1/2'
+    rf"|{_PTB_WORD}(?:[-/]{_PTB_WORD})*"  # hyphen and slash compounds stay whole: t-shirt, black/white, 1/2
+    r"|@\w+|[?!]+|\.\.\.|--|``|''"
+    r"|\S",  # any other symbol is its own token
+    re.IGNORECASE,
+)
+_PTB_REWRITES = (  # the lexer's splits, applied before tokenising (case-insensitive)
+    (re.compile(r"(?<=\w)[’‘](?=\w)"), "'"),  # a curly apostrophe inside a word reads as an ASCII one: doesn’t
+    (re.compile(r"[’‘]"), "`"),  # other curly single quotes are quotes (dropped)
+    (re.compile(r"[“”]"), '"'),
+    (re.compile(r"[—–―‒]"), " -- "),  # unicode dashes → '--', dropped
+    (re.compile(r"…"), " ... "),  # ellipsis → '...', dropped
+    (re.compile(r"(\w)(n't)\b", re.I), r"\1 \2"),
+    (re.compile(r"\b(can)(not)\b", re.I), r"\1 \2"),
+    (re.compile(r"\b(gon|wan)(na)\b|\b(got)(ta)\b|\b(lem|gim)(me)\b", re.I), lambda m: " ".join(g for g in m.groups() if g)),
+    (re.compile(r"(?<!\w)'(t)(is|was)\b", re.I), r"'\1 \2"),
 )
 
 
 def ptb_tokenize(text: str) -> str:
-    """Python stand-in for pycocoevalcap's PTBTokenizer (Java): lowercase, split off punctuation and
-    clitics, drop the tokens in its PUNCTUATIONS list, join with single spaces."""
-    text = re.sub(r"(\w)n't\b", r"\1 n't", text.lower().replace("\n", " "))
-    return " ".join(tok for tok in _PTB_TOKEN.findall(text) if tok not in _PTB_PUNCTUATION)
+    """Pure-Python stand-in for pycocoevalcap's PTBTokenizer (Stanford CoreNLP 3.4.1 PTBLexer, ``-preserveLines
+    -lowerCase``) followed by its PUNCTUATIONS filter; ``ptb_tokenize_batch`` uses it where ``java`` is not on PATH.
+
+    Checked against the jar: brackets stay as -lrb- / -rrb- / -lcb- / -rcb- / -lsb- / -rsb- (the official filter
+    lists them upper-case), hyphen and slash compounds are one token (t-shirt, black/white, 1/2, 3.5-inch),
+    acronyms, single letters and the listed abbreviations keep their period (u.s., e.g., plan b., Mr., etc.,
+    5 ft.; 'no.', 'fig.', 'ca.', 'pp.' only before a number), clitics split (is n't, it 's, do n't from
+    doesn’t), cannot / gonna / wanna / gotta / lemme / gimme / 'tis split (can not, gon na, ...), o'clock,
+    rock 'n' roll, '90s stay whole, '3 1/2' is one token joined by a no-break space, unicode dashes, ellipses
+    and curly quotes are dropped, '?!' is kept. 100% agreement on tests/test_metrics.py's generated answers.
+
+    Known remaining differences from the Java tokenizer (rare in answers and captions):
+    upper-case ampersand names (Java: 'AT&T' → 'at&t', here 'at & t'); SGML-like tags ('<tag>' is one Java
+    token); e-mail addresses, URLs with '/', '@' handles and emoticons; abbreviations outside the list above
+    (the lexer's own tables are longer); misspelt contractions ("cann't"); Java's handling of other unicode
+    punctuation and of non-breaking / zero-width spaces.
+    """
+    text = text.replace("\n", " ")
+    for pattern, repl in _PTB_REWRITES:
+        text = pattern.sub(repl, text)
+    tokens = (_PTB_BRACKETS.get(tok, tok).lower().replace(" ", "\xa0") for tok in _PTB_TOKEN.findall(text))
+    return " ".join(tok for tok in tokens if tok not in PTB_PUNCTUATIONS and tok != '"')
 
 
 def scanqa_exact_match(prediction: str, references: Sequence[str], *, clean: bool = False) -> float:
@@ -217,9 +283,96 @@ def scanqa_exact_match(prediction: str, references: Sequence[str], *, clean: boo
     return float(prediction in references)
 
 
-def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Corpus BLEU-1..4, ROUGE-L and CIDEr (fractions) with pycocoevalcap's pure-Python scorers on
-    ``ptb_tokenize``d text — scripts/score.py's eval_pycoco without the Java tokenizer.
+TOKENIZER_JAVA = "ptb-java"
+TOKENIZER_PYTHON = "ptb-python-fallback"
+METEOR_ABSENT_NOTE = ("meteor: not computed (pycocoevalcap's METEOR 1.5 jar needs java on PATH); "
+                      "null means absent, not 0")
+# Line breaks of the Java lexer: inside one string they would shift every later line of its output.
+_JAVA_LINE_BREAKS = re.compile(r"\r\n|[\n\r\u2028\u2029\x0b\x0c\x85]")
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def ptb_tokenize_java(texts: Sequence[str]) -> list[str]:
+    """pycocoevalcap's PTBTokenizer on every text in one Java call (its jar, command line and PUNCTUATIONS
+    filter), without its temporary file in site-packages. Raises OSError / CalledProcessError on failure."""
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    if not texts:
+        return []
+    jar = Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
+    sentences = "\n".join(_JAVA_LINE_BREAKS.sub(" ", t) for t in texts)
+    with tempfile.TemporaryDirectory(prefix="ptb-") as tmp:
+        path = Path(tmp) / "sentences.txt"
+        path.write_bytes(sentences.encode())
+        cmd = ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase", str(path)]
+        out = subprocess.run(cmd, capture_output=True, check=True).stdout.decode()
+    lines = out.split("\n")
+    lines += [""] * (len(texts) - len(lines))  # trailing empty texts may leave no output line
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in PTB_PUNCTUATIONS) for line in lines[: len(texts)]]
+
+
+def ptb_tokenize_batch(texts: Sequence[str], *, use_java: bool | None = None) -> tuple[list[str], str]:
+    """PTB-tokenised texts and the tokenizer that ran: the official Java PTBTokenizer (``ptb-java``) when
+    ``java`` is on PATH (``use_java=None``) or asked for, else ``ptb_tokenize`` (``ptb-python-fallback``).
+    A Java failure falls back to Python too, so the name is what actually ran."""
+    if use_java is None:
+        use_java = java_available()
+    if use_java:
+        try:
+            return ptb_tokenize_java(texts), TOKENIZER_JAVA
+        except (OSError, subprocess.CalledProcessError):
+            pass
+    return [ptb_tokenize(t) for t in texts], TOKENIZER_PYTHON
+
+
+_METEOR: list[Any] = []  # the process-wide METEOR scorer: its Java start-up (paraphrase tables) takes seconds
+
+
+def meteor_scorer() -> Any | None:
+    """pycocoevalcap's METEOR scorer (a Java subprocess; its jar ships in the wheel), started once per process
+    and reused (it is thread-safe: it locks around each call), or None without Java."""
+    if not java_available():
+        return None
+    if _METEOR and _METEOR[0].meteor_p.poll() is None:
+        return _METEOR[0]
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    try:
+        scorer = Meteor()
+    except OSError:
+        return None
+    _METEOR[:] = [scorer]
+    atexit.register(stop_meteor, scorer)
+    return scorer
+
+
+def stop_meteor(meteor: Any | None) -> None:
+    """Ends a METEOR subprocess now (its own __del__ runs only at garbage collection)."""
+    if meteor is not None and meteor.meteor_p.poll() is None:
+        meteor.meteor_p.stdin.close()
+        meteor.meteor_p.kill()
+        meteor.meteor_p.wait()
+
+
+CAPTION_KEYS = ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "rouge-l", "cider", "meteor")
+
+
+def caption_scores(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    *,
+    tokenized: bool = False,
+    meteor: Any | bool | None = None,
+) -> dict[str, float]:
+    """Corpus BLEU-1..4, ROUGE-L, CIDEr and METEOR (fractions) with pycocoevalcap's scorers on PTB-tokenised
+    text — the official ScanQA scripts/score.py eval_pycoco (PTBTokenizer, then Bleu(4), Meteor, Rouge, Cider).
+
+    ``tokenized=True``: the texts are already tokenised (``ptb_tokenize_batch``), otherwise they are tokenised
+    here (Java when available). ``meteor``: None for the shared ``meteor_scorer()`` (None itself without Java),
+    False for none, or a scorer to use; without a scorer (or if METEOR fails) the ``meteor`` key is absent.
 
     Edge cases: CIDEr's IDF is log(N / df), so with one sample every n-gram weighs 0 and CIDEr is 0;
     a corpus whose references have no tokens at all makes CIDEr's scorer fail, so it is reported as 0.
@@ -228,22 +381,32 @@ def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    keys = ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "rouge-l", "cider")
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
+    scorer = meteor_scorer() if meteor is None else (meteor or None)
     if not predictions:
-        return dict.fromkeys(keys, 0.0)
+        return dict.fromkeys(CAPTION_KEYS[:-1] + (("meteor",) if scorer else ()), 0.0)
     if any(not refs for refs in references):
         raise ValueError("every prediction needs at least one reference")
-    gts = {i: [ptb_tokenize(r) for r in refs] for i, refs in enumerate(references)}
-    res = {i: [ptb_tokenize(p)] for i, p in enumerate(predictions)}
+    if not tokenized:
+        flat, _ = ptb_tokenize_batch([*predictions, *(r for refs in references for r in refs)])
+        predictions, rest = flat[: len(predictions)], iter(flat[len(predictions):])
+        references = [[next(rest) for _ in refs] for refs in references]
+    gts = {i: list(refs) for i, refs in enumerate(references)}
+    res = {i: [p] for i, p in enumerate(predictions)}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)  # verbose=1 (its default) prints to stdout
     rouge, _ = Rouge().compute_score(gts, res)
     if any(r.split() for refs in gts.values() for r in refs):
         cider, _ = Cider().compute_score(gts, res)
     else:
         cider = 0.0
-    return dict(zip(keys, [float(b) for b in bleu] + [float(rouge), float(cider)]))
+    out = dict(zip(CAPTION_KEYS, [float(b) for b in bleu] + [float(rouge), float(cider)]))
+    if scorer is not None:
+        try:
+            out["meteor"] = float(scorer.compute_score(gts, res)[0])
+        except (OSError, ValueError):  # the Java process died: METEOR is absent, not 0
+            pass
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,18 +626,24 @@ def _check_aokvqa_keys(obj: Mapping[str, Any], bad: Callable[[str, str], None]) 
     for key in RECORD_CONTEXT_KEYS["aokvqa"]:
         if key not in obj:
             bad(key, "missing" + hint)
+    def str_list(value: Any) -> bool:  # empty items allowed: the real files have a few (scored as officially)
+        return isinstance(value, list) and bool(value) and all(isinstance(x, str) for x in value)
+
     choices = obj.get("choices")
-    if "choices" in obj and not _is_str_list(choices):
-        bad("choices", f"expected a non-empty list of non-empty strings, got {json.dumps(choices)[:60]}")
+    if "choices" in obj and not str_list(choices):
+        bad("choices", f"expected a non-empty list of strings, got {json.dumps(choices)[:60]}")
         choices = None
     idx = obj.get("correct_choice_idx")
-    if "correct_choice_idx" in obj:
+    if idx is None and "correct_choice_idx" in obj:
+        bad("correct_choice_idx", "null: an unlabelled question (A-OKVQA test split); MC / DA need labels, "
+            "score a labelled split (val, test_w_ans)")
+    elif "correct_choice_idx" in obj:
         n = len(choices) if choices else aokvqa.N_CHOICES
         if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < n:
             bad("correct_choice_idx", f"expected an integer in 0..{n - 1}, got {json.dumps(idx)[:60]}")
     direct = obj.get("direct_answers")
-    if "direct_answers" in obj and not _is_str_list(direct):
-        bad("direct_answers", f"expected a non-empty list of non-empty strings, got {json.dumps(direct)[:60]}")
+    if "direct_answers" in obj and not str_list(direct) and not (idx is None and direct == []):
+        bad("direct_answers", f"expected a non-empty list of strings, got {json.dumps(direct)[:60]}")
     difficult = obj.get("difficult_direct_answer")
     if "difficult_direct_answer" in obj and not isinstance(difficult, bool):
         bad("difficult_direct_answer", f"expected true or false, got {json.dumps(difficult)[:60]}")
@@ -604,6 +773,10 @@ def _aokvqa_rows(preds: Sequence[Prediction], use_sbert: bool, sbert_model: str 
         missing = [k for k in RECORD_CONTEXT_KEYS["aokvqa"] if k not in p.context]
         if missing:
             raise ValueError(f"A-OKVQA record '{p.id}' lacks {', '.join(missing)} (write records with prediction_record)")
+    unlabelled = [p.id for p in preds if p.context["correct_choice_idx"] is None]
+    if unlabelled:  # an unlabelled test split: say so instead of scoring 0 or NaN
+        raise ValueError(f"no labels: {len(unlabelled)} of {len(preds)} A-OKVQA records have no correct_choice_idx "
+                         f"(e.g. '{unlabelled[0]}'; the unlabelled test split is prediction-only) — nothing to score")
     samples = [p.as_sample() for p in preds]
     rows = [{"mc": _nan_if_none(aokvqa.mc_score(p.prediction, s)), "da": _nan_if_none(aokvqa.da_score(p.prediction, s))}
             for p, s in zip(preds, samples)]
@@ -681,16 +854,37 @@ def _mean_pct(rows: Sequence[dict[str, float]], metric: str) -> float:
     return _pct(float(x.mean())) if x.size else math.nan
 
 
+@dataclass
+class _Captions:
+    """Every record's PTB-tokenised prediction and references (one tokenizer call per metrics run) and the
+    METEOR scorer shared by all groups (None without Java)."""
+
+    predictions: list[str]
+    references: list[list[str]]
+    tokenizer: str
+    meteor: Any | None
+
+
+def _tokenize_captions(preds: Sequence[Prediction]) -> _Captions:
+    flat, tokenizer = ptb_tokenize_batch([*(p.prediction for p in preds), *(r for p in preds for r in p.references)])
+    rest = iter(flat[len(preds):])
+    references = [[next(rest) for _ in p.references] for p in preds]
+    return _Captions(flat[: len(preds)], references, tokenizer, meteor_scorer())
+
+
 def _group_summary(
-    benchmark: str, idx: list[int], preds: list[Prediction], rows: list[dict[str, float]], metrics: Sequence[str]
+    benchmark: str, idx: list[int], preds: list[Prediction], rows: list[dict[str, float]], metrics: Sequence[str],
+    captions: _Captions | None = None,
 ) -> dict[str, Any]:
     sub = [rows[i] for i in idx]
     out: dict[str, Any] = {"n": len(idx)}
     out.update({f"n_{m}": int(_applicable(sub, m).size) for m in COUNTED_METRICS.get(benchmark, ()) if m in metrics})
     out.update({m: _mean_pct(sub, m) for m in metrics})
-    if benchmark in CAPTION_BENCHMARKS:  # corpus metrics recomputed on the group, as score.py --detailed does
-        caps = caption_scores([preds[i].prediction for i in idx], [preds[i].references for i in idx])
+    if captions is not None:  # corpus metrics recomputed on the group, as score.py --detailed does
+        caps = caption_scores([captions.predictions[i] for i in idx], [captions.references[i] for i in idx],
+                              tokenized=True, meteor=captions.meteor or False)
         out.update({k: _pct(v) for k, v in caps.items()})
+        out.setdefault("meteor", None)  # no Java: METEOR is absent (null), never 0
     return out
 
 
@@ -725,8 +919,10 @@ def compute_metrics(
         raise ValueError("no prediction records")
     rows = score_records(preds, benchmark, sbert_model=sbert_model, use_sbert=use_sbert, normalization=normalization)
     metrics = _present_metrics(rows, benchmark)
+    # One tokenizer call for every string and one METEOR process (Java only) for every group.
+    captions = _tokenize_captions(preds) if benchmark in CAPTION_BENCHMARKS else None
 
-    overall = _group_summary(benchmark, list(range(len(preds))), preds, rows, metrics)
+    overall = _group_summary(benchmark, list(range(len(preds))), preds, rows, metrics, captions)
     overall.pop("n")
     counts = {k: overall.pop(k) for k in [k for k in overall if k.startswith("n_")]}  # e.g. n_da
     result: dict[str, Any] = {
@@ -740,6 +936,10 @@ def compute_metrics(
         "seed": seed,
         "sbert_model": resolve_sbert_model(sbert_model) if use_sbert else None,
     }
+    if captions is not None:
+        result["tokenizer"] = captions.tokenizer  # ptb-java (the official pipeline) | ptb-python-fallback
+        if result["overall"].get("meteor") is None:
+            result["notes"] = [METEOR_ABSENT_NOTE]
     if n_bootstrap > 0:
         for m in metrics:
             values = _applicable(rows, m)  # A-OKVQA: difficult questions are out of DA's CI as of its mean
@@ -748,7 +948,7 @@ def compute_metrics(
                 result["ci"][m] = [_pct(low), _pct(high)]
 
     def summarise(groups: dict[str, list[int]]) -> dict[str, Any]:
-        return {k: _group_summary(benchmark, idx, preds, rows, metrics) for k, idx in groups.items()}
+        return {k: _group_summary(benchmark, idx, preds, rows, metrics, captions) for k, idx in groups.items()}
 
     by_qtype = _groups((i, p.question_type) for i, p in enumerate(preds))
     if benchmark == "hypo3d":
@@ -784,7 +984,7 @@ class Config:
     no_sbert: bool = field(default=False, metadata={"help": "skip the SBERT similarity metric (no model is loaded)"})
     n_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95%% CIs (0: no CIs)"})
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
-    normalization: Literal["official", "per_model"] = field(default="official", metadata={"help": "Hypo3D answer normalisation: official (metric_compute.py) or per_model (the per-model evaluate.py scripts)"})
+    normalization: Literal["official", "per_model", "per_model_6152577"] = field(default="official", metadata={"help": "Hypo3D answer normalisation: official (metric_compute.py), per_model (the per-model evaluate.py scripts up to Hypo3D revision 98c6b4b, e.g. llava-ov) or per_model_6152577 (their later version, Qwen2-VL/evaluate.py at 6152577: the phrase table, words after a number kept)"})
 
 
 def _fmt(x: Any) -> str:

@@ -7,7 +7,18 @@ Images: ``{coco_root}/{split}2017/{image_id:012}.jpg`` (the official ``get_coco_
 ``{image_dir}/{image_id:012}.jpg`` when the image folder itself is given (a split file such as ``cot_test.json``
 does not name its COCO split). The test split
 carries no answers: ``correct_choice_idx``, ``direct_answers``, ``difficult_direct_answer`` and ``rationales``
-may be missing when ``split == "test"`` (its Samples then have ``answers == []``).
+may be missing when ``split == "test"`` or, in a file whose name names no split, when no question carries
+``correct_choice_idx`` or ``direct_answers`` (its Samples then have ``answers == []``); such an unlabelled file loads for prediction-only runs and
+the loader says so (``FILE: note: …`` on stderr); MC / DA need labels (``vlm.metrics`` refuses to score
+unlabelled records instead of reporting 0 or NaN).
+
+Quirks of the real files: A-OKVQA v1.0 val and test hold a handful of questions with an empty string among
+their ``direct_answers`` or ``choices`` (e.g. choices ``["s", "", "b", "f"]``). The official loader
+(``load_aokvqa.py``) reads the file as it is, so we accept them too: each empty item is a warning
+(``FILE: [i] (question_id …).choices[1]: empty choice``, printed to stderr with counts), not an error. The
+empty strings stay in ``context["choices"]`` / ``context["direct_answers"]`` and are scored as the official
+code scores them (plain string equality, below); they are left out of ``Sample.answers`` (the references of
+SBERT and of the ``rationale_cot`` target), which keeps the correct choice first.
 
 Metrics follow the official evaluation, allenai/aokvqa ``evaluation/eval_predictions.py`` (``eval_aokvqa``)
 and ``aokvqa_utils.py`` (``map_to_choices``):
@@ -28,6 +39,12 @@ and ``aokvqa_utils.py`` (``map_to_choices``):
 * The official code compares raw strings; A-OKVQA's choices and direct answers are lower-case without
   punctuation, so we compare after ``clean_answer`` (lower-case, collapse spaces, strip a final '.') on both
   sides — a no-op on the references, it only forgives a model's "Cab." for "cab".
+* Empty references, as officially: an empty direct answer counts among the 10 (it matches only an empty
+  prediction: ``num_match = sum([pred == da for da in direct_answers])``), and an empty choice is a choice
+  (``pred == choices[correct_choice_idx]``). Differences from the official, all from the rules above: a
+  prediction that cleans to "" (whitespace, ".") matches an empty reference like "" does (officially only ""
+  itself does), and a bare option letter names the empty choice at its position ("(b)" -> "" for
+  ``["s", "", "b", "f"]``; a literal choice "b" wins over the letter, exact matches come first).
 
 Scores are fractions in [0, 1] (the official script prints percentages).
 """
@@ -49,6 +66,7 @@ BENCHMARK = "aokvqa"
 SPLITS = ("train", "val", "test")
 N_CHOICES, N_DIRECT, N_RATIONALES = 4, 10, 3
 ANSWER_KEYS = ("correct_choice_idx", "direct_answers", "difficult_direct_answer", "rationales")  # absent in test
+LABEL_KEYS = ("correct_choice_idx", "direct_answers")  # a file where no question has these is unlabelled
 
 
 def coco_path(coco_root: str | Path, split: str, image_id: int) -> Path:
@@ -67,7 +85,11 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+EMPTY_ITEM = {"choices": "empty choice", "direct_answers": "empty direct answer"}  # accepted, warned
+
+
 def _check_str_list(rec: dict, key: str, n: int, where: str, problems: Problems) -> list[str] | None:
+    """The list, or None after an error. Empty items are errors, except in ``EMPTY_ITEM`` keys: warnings."""
     value = rec[key]
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
         problems.add(f"{where}.{key}", f"expected a list of {n} strings, got {type(value).__name__}"
@@ -76,9 +98,14 @@ def _check_str_list(rec: dict, key: str, n: int, where: str, problems: Problems)
     if len(value) != n:
         problems.add(f"{where}.{key}", f"expected {n} strings, got {len(value)}")
         return None
-    if not all(x.strip() for x in value):
+    empty = [j for j, x in enumerate(value) if not x.strip()]
+    if empty and key not in EMPTY_ITEM:
         problems.add(f"{where}.{key}", "an item is an empty string")
         return None
+    for j in empty:
+        idx = rec.get("correct_choice_idx")
+        correct = key == "choices" and idx == j and _is_int(idx)
+        problems.warn(f"{where}.{key}[{j}]", EMPTY_ITEM[key] + (" (the correct one)" if correct else ""))
     return value
 
 
@@ -91,7 +118,8 @@ def parse_aokvqa(data: Any, file: str | Path, coco_root: Path | None = None, spl
     if not isinstance(data, list):
         problems.add("top level", f"expected a list of questions, got {type(data).__name__}")
         problems.raise_if_any()
-    lenient = split == "test"
+    no_labels = bool(data) and all(isinstance(r, dict) and not any(k in r for k in LABEL_KEYS) for r in data)
+    lenient = split == "test" or (split is None and no_labels)  # unlabelled: the official test split
     samples: list[Sample] = []
     ids: list[tuple[str, str]] = []
     images: dict[int, str | None] = {}
@@ -159,7 +187,7 @@ def parse_aokvqa(data: Any, file: str | Path, coco_root: Path | None = None, spl
             scene_id=str(image_id),  # questions about one image stay on one side of a split
             image=images.get(image_id),
             question=question,
-            answers=([choices[idx]] if idx is not None else []) + list(answers["direct_answers"]),
+            answers=([choices[idx]] if idx is not None else []) + [a for a in answers["direct_answers"] if a.strip()],
             question_type=[],
             context={"choices": list(choices), **answers, "image_id": image_id},
         )
@@ -168,6 +196,12 @@ def parse_aokvqa(data: Any, file: str | Path, coco_root: Path | None = None, spl
         samples.append(sample)
     check_unique_ids(ids, problems)
     problems.raise_if_any()
+    unlabelled = sum(s.context["correct_choice_idx"] is None for s in samples)
+    if unlabelled:
+        problems.note(("no labels" if unlabelled == len(samples) else f"{unlabelled} of {len(samples)} questions have no labels")
+                      + " (no correct_choice_idx / direct_answers: an unlabelled test file): loaded for prediction-only "
+                      "runs; MC / DA cannot be scored without labels")
+    problems.report_warnings()
     return samples
 
 

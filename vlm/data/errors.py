@@ -2,10 +2,17 @@
 
 Loaders collect all problems of a file before raising, so a user fixes a dataset in one pass
 instead of one traceback per run. The CLI prints the lines and exits with code 2.
+
+Warnings are quirks a loader accepts (the file loads, exit 0), e.g. A-OKVQA's empty direct answers: a
+loader collects them with ``Problems.warn`` and ``report_warnings`` prints them to stderr in the same
+``FILE: location: what`` form, capped like errors, with a count summary per kind; ``note`` adds a
+one-line notice about the whole file (``FILE: note: …``), e.g. "no labels".
 """
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,13 +22,42 @@ EXIT_CODE = 2
 
 @dataclass
 class Problems:
-    """Collects ``location: message`` pairs for one file; ``raise_if_any`` turns them into a DataError."""
+    """Collects ``location: message`` pairs for one file; ``raise_if_any`` turns them into a DataError.
+    ``warn`` / ``note`` collect accepted quirks and file notices instead; ``report_warnings`` prints them."""
 
     file: str | Path
     items: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, location: str, message: str) -> None:
         self.items.append((location, message))
+
+    def warn(self, location: str, message: str) -> None:
+        self.warnings.append((location, message))
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    def warning_lines(self, limit: int = MAX_REPORTED) -> list[str]:
+        """``FILE: location: what`` per warning (cut at ``limit``), a count summary per kind, then the notes."""
+        f = str(self.file)
+        lines = [f"{f}: {loc}: {msg}" for loc, msg in self.warnings[:limit]]
+        if len(self.warnings) > limit:
+            lines.append(f"... and {len(self.warnings) - limit} more warnings")
+        if self.warnings:
+            kinds = Counter(msg for _, msg in self.warnings)
+            lines.append(f"{f}: {len(self.warnings)} warning(s), accepted: "
+                         + ", ".join(f"{n} x {msg}" for msg, n in kinds.most_common()))
+        lines.extend(f"{f}: note: {n}" for n in self.notes)
+        return lines
+
+    def report_warnings(self, stream=None) -> list[str]:
+        """Print ``warning_lines`` to ``stream`` (stderr by default); returns them."""
+        lines = self.warning_lines()
+        if lines:
+            print("\n".join(lines), file=stream or sys.stderr)
+        return lines
 
     def __bool__(self) -> bool:
         return bool(self.items)

@@ -6,6 +6,24 @@
                                                 "<REASONING>…</REASONING> <CONCLUSION>…</CONCLUSION>"}]}
 
 ``image`` is relative to an image root holding one folder per source dataset (``coco/``, ``sqa/``, …).
+
+The real file is written by the official generator (PKU-YuanGroup/LLaVA-CoT, ``dataset_generation/generate.py``),
+which strips ``<image>\\n`` / ``\\n<image>`` from the human turn, and a record may hold several human/gpt pairs.
+So the ``<image>`` placeholder is optional: a record with an ``image`` has at most one placeholder (0 or 1,
+in any human turn), and its image is always shown on the *first* user turn, as the official training loader
+does. A placeholder in a record without an ``image``, or more than one placeholder, is an error.
+
+One record is one Sample (id = the record's id), whatever its number of turns:
+
+* the last human/gpt pair is the sample's question and reference: ``question``, ``answers`` (its
+  ``<CONCLUSION>``) and ``context`` (``summary`` / ``caption`` / ``reasoning`` / ``conclusion`` / ``cot``)
+  come from the last pair;
+* earlier pairs go to ``context["history"]`` as ``[[question, answer], …]`` (``<image>`` removed). A recipe
+  renders them first (``Recipe.conversation``): user turn with the image, the record's own gpt answer, …,
+  then the recipe's prompt for the last question. Training therefore labels every gpt turn of the record
+  (``VLMAdapter.training_batch`` labels every assistant turn); evaluation gives the earlier turns, with
+  their gold answers, as context and scores the model's answer to the last question against the last gpt
+  turn (one prediction per record, so a record never counts twice in the metrics or in a split).
 ``validate_record`` lists every reason a record is bad (it never raises); ``load_llava_cot`` turns good
 records into Samples (strict: one DataError naming every bad record, ``FILE: line N (id X): reason``;
 non-strict: bad records are skipped); ``scan`` counts good and bad records by reason for
@@ -149,8 +167,10 @@ def validate_record(rec: Any, image_root: str | Path | None = None) -> list[str]
     pairs = _turns(conversations, reasons) if isinstance(conversations, list) else []
     if pairs:
         n_images = sum(q.count(IMAGE_TOKEN) for q, _ in pairs)
-        if isinstance(rec.get("image"), str) and n_images != 1:
-            reasons.append(f"wrong <image> count: {n_images} in the human turns (expected 1)")
+        if isinstance(rec.get("image"), str) and n_images > 1:  # 0 is the official generator's layout
+            reasons.append(f"wrong <image> count: {n_images} in the human turns (expected at most 1, for one image)")
+        elif "image" not in rec and n_images:
+            reasons.append(f"wrong <image> count: {n_images} in the human turns but the record has no image")
         for k, (_, answer) in enumerate(pairs):
             for r in tag_problems(answer):
                 if len(pairs) > 1:  # name the turn, after the kind so reasons still count by kind
@@ -237,27 +257,26 @@ def scene_id_of(image: str) -> str:
 
 
 def record_samples(rec: dict, image_root: str | Path | None) -> list[Sample]:
-    """Samples of a validated record: one per human/gpt pair (ids ``{id}#k`` when there are several)."""
-    pairs = _turns(rec["conversations"], [])
+    """The Sample of a validated record (a list, for the loaders): the last human/gpt pair is the question
+    and reference, earlier pairs are ``context["history"]`` (see the module docstring)."""
+    pairs = [(q.replace(IMAGE_TOKEN, "").strip(), a) for q, a in _turns(rec["conversations"], [])]
     image_rel = os.path.normpath(rec["image"])
     image = os.path.abspath(os.path.join(image_root, image_rel)) if image_root is not None else None
-    scene_id = scene_id_of(image_rel)
-    source = image_rel.split(os.sep, 1)[0]
-    rid = str(rec["id"])
-    out = []
-    for k, (question, answer) in enumerate(pairs):
-        parts = parse_cot(answer)
-        out.append(Sample(
-            id=rid if len(pairs) == 1 else f"{rid}#{k}",
-            benchmark=BENCHMARK,
-            scene_id=scene_id,
-            image=image,
-            question=question.replace(IMAGE_TOKEN, "").strip(),
-            answers=[parts["conclusion"]],
-            question_type=[],
-            context={**parts, "cot": answer, "source": source, **({"turn": k} if len(pairs) > 1 else {})},
-        ))
-    return out
+    question, answer = pairs[-1]
+    parts = parse_cot(answer)
+    context: dict[str, Any] = {**parts, "cot": answer, "source": image_rel.split(os.sep, 1)[0]}
+    if len(pairs) > 1:
+        context["history"] = [list(p) for p in pairs[:-1]]
+    return [Sample(
+        id=str(rec["id"]),
+        benchmark=BENCHMARK,
+        scene_id=scene_id_of(image_rel),
+        image=image,
+        question=question,
+        answers=[parts["conclusion"]],
+        question_type=[],
+        context=context,
+    )]
 
 
 def load_llava_cot(path: str | Path, image_root: str | Path | None = None, strict: bool = True) -> list[Sample]:
@@ -373,7 +392,11 @@ def toy_reasoning(scene, q) -> str:
 
 
 def toy_records(seed: int = 0, scenes: int = 25, per_scene: int = 4, image_size: int = 48) -> tuple[list[dict], dict[str, bytes]]:
-    """(records, {relative image path: PNG bytes}); ids ``toy-<scene>-<k>``, images ``toy/<scene>.png``."""
+    """(records, {relative image path: PNG bytes}); ids ``toy-<scene>-<k>``, images ``toy/<scene>.png``.
+
+    Three layouts by scene index (``index % 3``), so the sample holds both the LLaVA-style records and the
+    official generator's: 0, one turn with ``<image>\\n`` before the question; 1, one turn without the
+    placeholder; 2, two turns without it (record k asks question k, then question k+1 of the same scene)."""
     from vlm.data import toyworld as tw
 
     world = tw.generate_world(tw.Config(scenes=scenes, seed=seed, image_size=image_size))
@@ -381,13 +404,18 @@ def toy_records(seed: int = 0, scenes: int = 25, per_scene: int = 4, image_size:
     for scene in world:
         rel = f"toy/{scene.scene_id}.png"
         images[rel] = tw.png_bytes(tw.render(scene, image_size))
-        for k, q in enumerate(tw.scanqa_questions(scene, tw.scene_rng(seed, scene.index, "llava-cot"), per_scene)):
-            cot = (f"<SUMMARY>{toy_summary(q)}</SUMMARY> <CAPTION>{tw.describe(scene)}</CAPTION> "
-                   f"<REASONING>{toy_reasoning(scene, q)}</REASONING> <CONCLUSION>{q.answer}</CONCLUSION>")
-            records.append({"id": f"toy-{scene.scene_id}-{k}", "image": rel, "conversations": [
-                {"from": "human", "value": f"{IMAGE_TOKEN}\n{q.question}\n{ANSWER_PROMPT}"},
-                {"from": "gpt", "value": cot},
-            ]})
+        qs = tw.scanqa_questions(scene, tw.scene_rng(seed, scene.index, "llava-cot"), per_scene)
+        layout = scene.index % 3
+        for k, q in enumerate(qs):
+            turns = [q, qs[(k + 1) % len(qs)]] if layout == 2 and len(qs) > 1 else [q]
+            conversations = []
+            for t in turns:
+                cot = (f"<SUMMARY>{toy_summary(t)}</SUMMARY> <CAPTION>{tw.describe(scene)}</CAPTION> "
+                       f"<REASONING>{toy_reasoning(scene, t)}</REASONING> <CONCLUSION>{t.answer}</CONCLUSION>")
+                conversations += [{"from": "human", "value": f"{t.question}\n{ANSWER_PROMPT}"}, {"from": "gpt", "value": cot}]
+            if layout == 0:
+                conversations[0]["value"] = f"{IMAGE_TOKEN}\n{conversations[0]['value']}"
+            records.append({"id": f"toy-{scene.scene_id}-{k}", "image": rel, "conversations": conversations})
     return records, images
 
 

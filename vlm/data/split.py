@@ -28,7 +28,7 @@ class Unit:
     path: tuple  # where the question sits in the input: (scene_id, change_idx, qa_idx) or (index,) / (scene_id, index)
     change_key: str  # scene_id + change index for Hypo3D; the question itself elsewhere
     unit_key: str
-    questions: int = 1  # a LLaVA-CoT record (one unit: a line is never cut) may hold several question turns
+    questions: int = 1  # evaluated questions of the unit (a multi-turn LLaVA-CoT record is one)
 
 
 # The group "scene" of a record in a flat list: what must not straddle two splits.
@@ -40,8 +40,8 @@ LIST_SCENE = {
 
 
 def _questions(rec: dict, benchmark: str) -> int:
-    if benchmark == "llava-cot":  # a validated record alternates human / gpt turns
-        return sum(turn["from"] == "gpt" for turn in rec["conversations"])
+    """Evaluated questions in a record: 1, a multi-turn LLaVA-CoT record too (the loader makes it one sample,
+    its last turn the question, earlier turns context; see vlm.data.llava_cot)."""
     return 1
 
 

@@ -4,7 +4,8 @@ A recipe is an ordered list of phases; each phase is a prompt template, whether 
 ``max_new_tokens``, optionally ``when`` (a sample field that must be non-empty, e.g. ``context_change``) and
 ``gold`` (the sample field holding that phase's reference text, for CE training on gold CoT). Running a recipe
 gives one multi-turn conversation: user prompt, model output, next prompt, …; the final phase's output is the
-answer. Students train on every assistant turn of that conversation.
+answer. Students train on every assistant turn of that conversation. A sample with ``context["history"]``
+(the earlier turns of a multi-turn LLaVA-CoT record) starts with those turns, the image on the first user turn.
 
 Answer extraction from the final output: the text inside ``answer_tag`` (e.g. LLaVA-CoT's ``<CONCLUSION>``),
 or after the last ``answer_after`` marker (e.g. ``Answer:``); a structured output's ``<CONCLUSION>`` is its
@@ -74,8 +75,16 @@ class Recipe:
         phases = self.active(sample)
         named = {p.name: o for p, o in zip(phases, outputs)}
         conv: Conversation = []
+        # Earlier turns of a multi-turn record (LLaVA-CoT ``context["history"]``: [[question, answer], …]) come
+        # first, as given; the image then sits on the first user turn, as in the official LLaVA-CoT loader.
+        for question, answer in sample.context.get("history") or ():
+            conv.append({"role": "user", "content": [{"type": "text", "text": question}]})
+            conv.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        has_history = bool(conv)
+        if has_history and not blind and any(p.image for p in phases):
+            conv[0]["content"].insert(0, {"type": "image"})
         for i, phase in enumerate(phases[: len(outputs) + 1]):
-            content = [{"type": "image"}] if phase.image and not blind else []
+            content = [{"type": "image"}] if phase.image and not blind and not has_history else []
             content.append({"type": "text", "text": self.prompt(phase, sample, named)})
             conv.append({"role": "user", "content": content})
             if i < len(outputs):

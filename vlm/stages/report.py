@@ -125,7 +125,7 @@ def read_metrics(path: Path) -> dict[str, Any]:
         ok = isinstance(groups, dict) and all(isinstance(g, dict) and _is_num(g.get("n")) for g in groups.values())
         if not ok:
             problems.add(f"key '{key}'", "expected an object of group: {n, metric: value}")
-    if obj.get("normalization", "official") not in ("official", "per_model"):
+    if obj.get("normalization", "official") not in ("official", "per_model", "per_model_6152577"):
         problems.add("key 'normalization'", f"unknown normalization {json.dumps(obj['normalization'])[:40]}")
     problems.raise_if_any()
     return obj

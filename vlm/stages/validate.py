@@ -5,7 +5,9 @@
     python -m vlm validate aokvqa_dataset/sample/aokvqa_val.json --images_dir aokvqa_dataset/sample
 
 Prints a summary (questions, scenes, question / change types) and exits 0, or prints every problem
-as ``FILE: location: what is wrong`` and exits 2.
+as ``FILE: location: what is wrong`` and exits 2. Accepted quirks (A-OKVQA's empty choices and direct
+answers) are printed by the loader to stderr as warnings in the same form, with counts, and a file without
+labels (the A-OKVQA test split) gets a one-line ``FILE: note: no labels …``; both exit 0.
 """
 
 from __future__ import annotations
