@@ -51,13 +51,21 @@ WORDS = ("the chair stands left of the table so after the change the lamp is beh
 
 
 # ============================================================================================== child
+def _proc_kb(path: str, key: str) -> int:
+    """Bytes of a ``key: N kB`` line of a /proc file (0 if the file or the line is gone)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _rss_now() -> int:
     """Current resident set size in bytes (VmRSS)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return _proc_kb("/proc/self/status", "VmRSS:")
 
 
 def _rss_peak() -> int:
@@ -251,22 +259,11 @@ def child_main(spec_json: str) -> None:
 
 # ============================================================================================== parent
 def _rss_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kb(f"/proc/{pid}/status", "VmRSS:")
 
 
 def _mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return _proc_kb("/proc/meminfo", "MemAvailable:")
 
 
 def run_cell(spec: dict, limit_bytes: int, timeout: float) -> dict:

