@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from vlm.kd import CacheWriter, LogitCache, align_teacher, bytes_per_token, ce_sum, combined_loss, kd_loss  # noqa: E402
 from vlm.kd.losses import DIVERGENCES, divergence_from_logprobs, topk_divergence  # noqa: E402
+from vlm.models.base import IGNORE_INDEX  # noqa: E402
 from tables import table  # noqa: E402  (bench/tables.py; this script's folder is on sys.path)
 
 KS = (8, 32, 64, 128)
@@ -212,21 +213,21 @@ def step_time(student_id: str | None, tmp: Path, steps: int = 8, k: int = 64) ->
         input_ids = torch.randint(0, V, (B, L), generator=g)
         labels = input_ids.clone()
         for b in range(B):  # a prompt, then the assistant's tokens, then padding
-            labels[b, : 32 + 8 * b] = -100
-            labels[b, L - 4 * b:] = -100
+            labels[b, : 32 + 8 * b] = IGNORE_INDEX
+            labels[b, L - 4 * b:] = IGNORE_INDEX
         forward = lambda: model(input_ids)  # noqa: E731
         name = f"TinyLM d=256 x2 layers, V={V} (B={B}, L={L})"
     sample_ids = [f"s{b}" for b in range(labels.shape[0])]
     with CacheWriter(tmp / "step-cache", k=k, vocab_size=V) as w:  # teacher rows for the student's targets
         for b, sid in enumerate(sample_ids):
-            tgt = labels[b, 1:][labels[b, 1:] != -100]
+            tgt = labels[b, 1:][labels[b, 1:] != IGNORE_INDEX]
             w.add(sid, torch.randn(tgt.numel(), V, generator=g) * 3, tgt)
     cache = LogitCache(tmp / "step-cache")
     params = [p for p in model.parameters() if p.requires_grad]
 
     def ce_step():
         logits = forward()
-        n = int((labels[:, 1:] != -100).sum())
+        n = int((labels[:, 1:] != IGNORE_INDEX).sum())
         loss = ce_sum(logits, labels) / n
         loss.backward()
 

@@ -12,7 +12,7 @@ cell is reported as "OOM (killed)" and the bench goes on:
            the forward on the target rows only, ``--chunk_rows`` rows at a time, recomputed in backward)
 (b) teacher re-scoring (inference_mode forward + top-64 of the raw logits per target row, written to a CacheWriter):
       OLD: full logits, then per sample ``target_rows`` -> ``CacheWriter.add`` (topk_rows)
-      NEW: ``vlm.stages.generate_cot.target_topk`` (what ``rescore`` calls) -> ``CacheWriter.add_topk``
+      NEW: ``vlm.kd.cache.target_topk`` (what ``VLMAdapter.score`` runs for generate_cot) -> ``CacheWriter.add_topk``
 
 Per cell: the child's RSS after loading the model and building the batch, its peak RSS (ru_maxrss; with
 --device cuda: torch.cuda.max_memory_allocated), seconds per step (median of --steps after one warm-up) and the
@@ -117,8 +117,9 @@ def synthetic_teacher(labels, vocab: int, k: int, seed: int):
     aligned to the label positions by ``align_teacher`` ([B, L, k] / [B, L]) as the finetune Collator does."""
     import torch
 
-    from vlm.kd.cache import IGNORE_INDEX, TopK
+    from vlm.kd.cache import TopK
     from vlm.kd.losses import align_teacher
+    from vlm.models.base import IGNORE_INDEX
 
     g = torch.Generator().manual_seed(seed)
     rows = []
@@ -141,7 +142,7 @@ def run_child(spec: dict) -> dict:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     from vlm.models import load_model
-    from vlm.models.base import output_head
+    from vlm.models.base import IGNORE_INDEX, output_head
 
     cuda = spec["device"] == "cuda"
     dev = torch.device("cuda" if cuda else "cpu")
@@ -154,7 +155,7 @@ def run_child(spec: dict) -> dict:
     labels = batch.pop("labels")
     vocab = output_head(model).weight.shape[0]
     image_tokens = int((batch["input_ids"] == adapter.image_token_id).sum(1).max())
-    per_sample = (labels[:, 1:] != -100).sum(1)
+    per_sample = (labels[:, 1:] != IGNORE_INDEX).sum(1)
     out = {"seq_len": int(labels.shape[1]), "targets": int(per_sample.sum()),
            "targets_per_sample": [int(per_sample.min()), int(per_sample.max())],
            "image_tokens": image_tokens, "vocab": int(vocab),
@@ -186,7 +187,7 @@ def run_child(spec: dict) -> dict:
         def loss_new():  # DistillTrainer.compute_loss
             ce, kd, _ = target_loss_sums(model, batch, labels, teacher, divergence=DIVERGENCE, beta=0.5,
                                          temperature=TEMPERATURE, chunk_rows=chunk)
-            return combined_loss(ce, kd, (labels[:, 1:] != -100).sum(), ALPHA, TEMPERATURE)
+            return combined_loss(ce, kd, (labels[:, 1:] != IGNORE_INDEX).sum(), ALPHA, TEMPERATURE)
 
         compute = loss_old if spec["path"] == "old" else loss_new
 
@@ -199,8 +200,7 @@ def run_child(spec: dict) -> dict:
     else:
         import tempfile
 
-        from vlm.kd.cache import CacheWriter, LogitCache, target_rows
-        from vlm.stages.generate_cot import target_topk
+        from vlm.kd.cache import CacheWriter, LogitCache, target_rows, target_topk
 
         model.eval()
         tmp = tempfile.TemporaryDirectory()
@@ -216,7 +216,7 @@ def run_child(spec: dict) -> dict:
                         rows, targets = target_rows(logits[b], labels[b])
                         writer.add(str(b), rows.float(), targets)  # topk_rows inside
                     del logits
-                else:  # generate_cot.rescore
+                else:  # VLMAdapter.score on the encoded batch
                     for b, rows in enumerate(target_topk(model, batch, labels, K, chunk)):
                         writer.add_topk(str(b), rows)
             cache = LogitCache(path)  # mean top-1 teacher log-prob, as cached (fp16)

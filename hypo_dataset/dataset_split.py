@@ -14,6 +14,11 @@ with the input's own lines for a JSONL (LLaVA-CoT) input:
 --group-by scene (default) keeps every scene inside one split (A-OKVQA, LLaVA-CoT: every image); change
 keeps a Hypo3D context change's questions together; none splits single questions (LLaVA-CoT: records).
 Same input + seed -> byte-identical files.
+
+The seed's positional form, kept for its command lines (scanqa_dataset/dataset_split.py is a symlink to this
+file). It is ``python -m vlm split`` with fixed names, which the study (pipelines/lib/study.sh) calls directly:
+MODE m  ==  python -m vlm split JSON --out_dir RUN_DIR/split --ratios TRAIN VAL TEST --names <MODES[m]>
+            --seed N --group_by G --manifest_name modeM_manifest.json
 """
 
 from __future__ import annotations

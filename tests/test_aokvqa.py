@@ -13,7 +13,8 @@ import pytest
 from helpers import REPO
 from PIL import Image
 
-from vlm.data import aokvqa as ak
+from vlm.benchmarks import aokvqa as ak
+from vlm.data import toyworld
 from vlm.data.errors import DataError
 from vlm.data.sample import Sample
 
@@ -63,10 +64,10 @@ def test_committed_sample_loads():
 
 
 def test_sample_generator_is_deterministic():
-    a = ak.toy_questions(seed=0, scenes=2, per_scene=3)
-    assert a == ak.toy_questions(seed=0, scenes=2, per_scene=3) and a[0] != ak.toy_questions(seed=1, scenes=2, per_scene=3)[0]
+    a = toyworld.aokvqa_records(seed=0, scenes=2, per_scene=3)
+    assert a == toyworld.aokvqa_records(seed=0, scenes=2, per_scene=3) and a[0] != toyworld.aokvqa_records(seed=1, scenes=2, per_scene=3)[0]
     committed = json.loads((SAMPLE / "aokvqa_val.json").read_text())
-    assert committed[:4] == ak.toy_questions(seed=0, scenes=1, per_scene=4)[0]
+    assert committed[:4] == toyworld.aokvqa_records(seed=0, scenes=1, per_scene=4)[0]
 
 
 def test_happy_path_record(tmp_path, coco):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vlm.models.base import IGNORE_INDEX
 from vlm.models.cobra import CobraConfig, CobraForConditionalGeneration, make_cobra_processor
 
 IMAGE_SIZE, PATCH_SIZE = 32, 16
@@ -102,7 +103,7 @@ def test_forward_loss_and_gradients_with_frozen_vision(tokenizer, processor):
     model.vision_tower.requires_grad_(False)
     batch = processor(text=[prompt("how many chair") + " two"], images=images(1), return_tensors="pt")
     assert int((batch["input_ids"] == model.config.image_token_id).sum()) == N_IMAGE_TOKENS
-    labels = batch["input_ids"].masked_fill(batch["input_ids"] == model.config.image_token_id, -100)
+    labels = batch["input_ids"].masked_fill(batch["input_ids"] == model.config.image_token_id, IGNORE_INDEX)
     out = model(**batch, labels=labels)
     assert out.logits.shape == (*batch["input_ids"].shape, 100) and torch.isfinite(out.loss)
     out.loss.backward()
@@ -330,6 +331,6 @@ def test_assemble_cobra_from_a_siglip_tower_and_a_mamba_lm(tmp_path):
     assert len(a.generate([conv], images(1), {"max_new_tokens": 3})) == 1
     answer = {"role": "assistant", "content": [{"type": "text", "text": "a red chair"}]}
     batch = a.training_batch([conv + [answer]], images(1))
-    assert (batch["labels"] != -100).sum() >= 3  # the answer and its <|im_end|> are targets
+    assert (batch["labels"] != IGNORE_INDEX).sum() >= 3  # the answer and its <|im_end|> are targets
     r = run_vlm("assemble_cobra", "--vision", tmp_path / "siglip", "--language", tmp_path / "mamba", "--out_dir", out)
     assert r.returncode == 2 and "already exists" in r.stderr

@@ -10,8 +10,8 @@ import pytest
 from helpers import hypo3d_data, run_vlm, scanqa_data, write_images, write_json
 from vlm.data import detect_benchmark, load_samples
 from vlm.data.errors import DataError
-from vlm.data.hypo3d import change_category, load_axis_definitions, load_hypo3d, orientation_sentence
-from vlm.data.scanqa import load_scanqa
+from vlm.benchmarks.hypo3d import change_category, load_axis_definitions, load_hypo3d, orientation_sentence
+from vlm.benchmarks.scanqa import load_scanqa
 
 
 # ---------------------------------------------------------------- happy paths

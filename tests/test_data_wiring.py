@@ -11,7 +11,7 @@ import pytest
 from helpers import REPO, run_vlm
 
 from vlm.data import BENCHMARKS, default_images_dir, detect_benchmark, detect_file, load_samples, load_split
-from vlm.data.aokvqa import rationale_target
+from vlm.benchmarks.aokvqa import rationale_target
 from vlm.data.errors import DataError
 from vlm.stages import split
 
@@ -20,6 +20,7 @@ SAMPLES = {
     "scanqa": REPO / "scanqa_dataset" / "sample" / "scanqa.json",
     "llava-cot": REPO / "llava_cot_dataset" / "sample" / "train.jsonl",
     "aokvqa": REPO / "aokvqa_dataset" / "sample" / "aokvqa_val.json",
+    "coco-captions": REPO / "coco_dataset" / "sample" / "annotations" / "captions_val2017.json",
 }
 AOKVQA_DIR = SAMPLES["aokvqa"].parent
 LLAVA_IMAGES = SAMPLES["llava-cot"].parent / "images"

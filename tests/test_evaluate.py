@@ -25,6 +25,47 @@ def test_resume_jsonl_cuts_a_partial_last_line(tmp_path):
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
 
 
+def test_run_resumable_does_only_what_is_left_and_loads_the_model_only_for_it(tmp_path, capsys):
+    """The loop evaluate and generate_cot share (vlm/generation.py), one process: records of an earlier run are
+    kept, the rest is generated in batches and appended, and with nothing left no model is loaded."""
+    from vlm.data import load_samples
+    from vlm.distributed import Ranks
+    from vlm.generation import run_resumable
+    from vlm.recipes import load_recipe
+
+    samples = load_samples(SAMPLE / "hypo3d.json")[:5]
+    recipe = load_recipe("direct")
+    batches, loads = [], []
+
+    class Numbering:  # a model that answers with the position in its batch
+        def generate(self, conversations, images, gen_cfg):
+            batches.append((len(conversations), images, gen_cfg["max_new_tokens"]))
+            return [f"a{i}" for i in range(len(conversations))]
+
+    def load():
+        loads.append(1)
+        return Numbering()
+
+    def record(s, answer, phases, seconds):
+        return {"id": s.id, "answer": answer, "phases": phases, "timed": seconds >= 0}
+
+    out = tmp_path / "predictions.jsonl"
+    append_jsonl(out, [{"id": samples[1].id, "answer": "earlier"}])
+    kwargs = dict(ranks=Ranks(), blind=True, batch_size=3, desc="test", stage="stage")
+    adapter, records = run_resumable(samples, out, recipe, load, record, max_new_tokens=7, **kwargs)
+    assert isinstance(adapter, Numbering) and loads == [1]
+    assert batches == [(3, [None] * 3, 7), (1, [None], 7)]
+    assert "stage: resuming" in capsys.readouterr().out
+    left = [s.id for s in samples if s.id != samples[1].id]
+    assert list(records) == [samples[1].id, *left]
+    assert records[samples[1].id] == {"id": samples[1].id, "answer": "earlier"}
+    assert [records[i]["answer"] for i in left] == ["a0", "a1", "a2", "a0"]
+    assert records[left[0]]["phases"] == [{"name": "answer", "output": "a0"}] and records[left[0]]["timed"]
+    assert list(resume_jsonl(out)) == list(records)
+    adapter, again = run_resumable(samples, out, recipe, load, record, **kwargs)
+    assert adapter is None and loads == [1] and again == records
+
+
 def _evaluate(out, zoo_dir, *extra, background=False):
     cmd = [sys.executable, "-m", "vlm", "evaluate", "--model", "zoo:qwen2-vl-mirror", "--data", str(SAMPLE / "hypo3d.json"),
            "--images_dir", str(SAMPLE / "images"), "--out_dir", str(out), "--no_sbert", "--batch_size", "2", *extra]

@@ -30,10 +30,11 @@ from vlm.kd import (
     teacher_topk,
     topk_rows,
 )
+from vlm.models.base import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parents[1]
 V = 50
-IGN = -100
+IGN = IGNORE_INDEX
 
 
 def make_batch(seed: int = 0, B: int = 4, L: int = 12, vocab: int = V, scale: float = 3.0):

@@ -15,8 +15,10 @@ import pytest
 from helpers import REPO, run_vlm
 
 from vlm.__main__ import main as vlm_main
-from vlm.data import llava_cot as lc
+from vlm.benchmarks import llava_cot as lc
+from vlm.data import toyworld
 from vlm.data.errors import DataError
+from vlm.models.base import IGNORE_INDEX
 from vlm.stages import prepare
 
 SAMPLE = REPO / "llava_cot_dataset" / "sample"
@@ -191,18 +193,18 @@ def test_committed_sample_loads_cleanly():
 
 
 def test_sample_generator_is_deterministic():
-    a, imgs_a = lc.toy_records(seed=0, scenes=3, per_scene=2)
-    b, imgs_b = lc.toy_records(seed=0, scenes=3, per_scene=2)
-    c, _ = lc.toy_records(seed=1, scenes=3, per_scene=2)
+    a, imgs_a = toyworld.llava_cot_records(seed=0, scenes=3, per_scene=2)
+    b, imgs_b = toyworld.llava_cot_records(seed=0, scenes=3, per_scene=2)
+    c, _ = toyworld.llava_cot_records(seed=1, scenes=3, per_scene=2)
     assert a == b and imgs_a == imgs_b and a != c
     full = [json.loads(ln) for ln in (SAMPLE / "train.jsonl").read_text().splitlines()]
-    assert full[:2] == lc.toy_records(seed=0, scenes=1, per_scene=4)[0][:2]  # the committed sample is seed 0
+    assert full[:2] == toyworld.llava_cot_records(seed=0, scenes=1, per_scene=4)[0][:2]  # the committed sample is seed 0
 
 
 # ---------------------------------------------------------------- prepare: parts, checksum, resume, extract
 def make_dataset(root: Path, n_parts: int = 3, suffixes=("aa", "ab", "ac")) -> tuple[bytes, dict[str, bytes]]:
     """A small LLaVA-CoT dataset: train.jsonl + image.zip (stored, so a flipped byte is a CRC error) in parts."""
-    records, images = lc.toy_records(seed=0, scenes=4, per_scene=2)
+    records, images = toyworld.llava_cot_records(seed=0, scenes=4, per_scene=2)
     root.mkdir(parents=True, exist_ok=True)
     write_jsonl(root / "train.jsonl", records)
     buf = io.BytesIO()
@@ -419,11 +421,11 @@ def test_training_conversation_image_first_and_every_gpt_turn_labelled(official_
     question = adapter.tokenizer.decode(ids[first_image:]).split("<|im_end|>")[0]
     assert "What colour is the chair?" in question  # the image sits in the first user turn
     labels = batch["labels"][0]
-    target = adapter.tokenizer.decode(labels[labels != -100])
+    target = adapter.tokenizer.decode(labels[labels != IGNORE_INDEX])
     assert target.count("<SUMMARY>") == 2 and COT in target and COT_BLUE in target and target.count("<|im_end|>") == 2
     assert "What colour is the chair?" not in target and "And the table?" not in target
     labels = batch["labels"][1]
-    assert adapter.tokenizer.decode(labels[labels != -100]).count("<SUMMARY>") == 1
+    assert adapter.tokenizer.decode(labels[labels != IGNORE_INDEX]).count("<SUMMARY>") == 1
 
 
 def test_finetune_and_evaluate_on_the_official_layout(official_layout, zoo_dir, tmp_path):

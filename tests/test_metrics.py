@@ -15,23 +15,25 @@ import pytest
 
 from vlm import metrics as M
 from vlm.data.errors import DataError
+from vlm.benchmarks.hypo3d import (
+    change_category,
+    hypo3d_exact_match,
+    hypo3d_partial_match,
+    normalize_hypo3d,
+    partial_match_score,
+)
+from vlm.benchmarks.scanqa import scanqa_exact_match
 from vlm.metrics import (
     bootstrap_ci,
     caption_scores,
-    change_category,
     compute_metrics,
-    hypo3d_exact_match,
-    hypo3d_partial_match,
     infer_benchmark,
     load_predictions,
-    normalize_hypo3d,
     packaged_minilm_path,
-    partial_match_score,
     ptb_tokenize,
     ptb_tokenize_batch,
     ptb_tokenize_java,
     resolve_sbert_model,
-    scanqa_exact_match,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,7 +274,7 @@ def test_ptb_tokenize_java_batch_keeps_alignment() -> None:
 
 
 def test_ptb_tokenize_batch_without_java(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(M.shutil, "which", lambda name: None)
+    monkeypatch.setattr(M.text.shutil, "which", lambda name: None)
     assert ptb_tokenize_batch(["(x)", "Brown."]) == (["-lrb- x -rrb-", "brown"], "ptb-python-fallback")
     assert "meteor" not in caption_scores(["brown chair"], [["brown chair"]])  # absent, not 0
     r = compute_metrics(SCANQA_OFFICIAL, use_sbert=False, n_bootstrap=0)

@@ -12,7 +12,8 @@ import pytest
 from helpers import REPO, run_vlm
 
 import vlm.metrics as M
-from vlm.data import aokvqa as ak
+from vlm.benchmarks import BENCHMARKS
+from vlm.benchmarks import aokvqa as ak
 from vlm.data.errors import DataError
 from vlm.data.sample import Sample
 
@@ -71,10 +72,10 @@ def test_aokvqa_mc_da_by_hand() -> None:
     assert r["overall"] == {"mc": AOK_MC, "da": AOK_DA}
     # DA's CI resamples the 4 non-difficult questions only; MC's all 5.
     low, high = M.bootstrap_ci(AOK_DA_VALUES, 300, 0.95, 5)
-    assert r["ci"]["da"] == [M._pct(low), M._pct(high)]
+    assert r["ci"]["da"] == [M.aggregate._pct(low), M.aggregate._pct(high)]
     low, high = M.bootstrap_ci([1, 1, 0, 0, 1], 300, 0.95, 5)
-    assert r["ci"]["mc"] == [M._pct(low), M._pct(high)]
-    # The same numbers as the data module's official-metric helpers on the Samples.
+    assert r["ci"]["mc"] == [M.aggregate._pct(low), M.aggregate._pct(high)]
+    # The same numbers as the benchmark module's official-metric helpers on the Samples.
     samples = [M.Prediction.from_dict(d).as_sample() for d in AOK]
     preds = [d["prediction"] for d in AOK]
     assert r["overall"]["mc"] == pytest.approx(100 * ak.mc_accuracy(preds, samples))
@@ -101,7 +102,7 @@ class _BagOfWords:
 
 
 def test_aokvqa_sbert_mapped_mc(monkeypatch) -> None:
-    monkeypatch.setattr(M, "load_sbert", lambda name=None: _BagOfWords())
+    monkeypatch.setattr(M.text, "load_sbert", lambda name=None: _BagOfWords())
     r = M.compute_metrics(AOK, n_bootstrap=0)
     # Mapping by embedding only changes q4: 'the kitchen' is nearest to 'kitchen' (correct) -> 4/5.
     # q3 'blue' is a choice already (wrong) and stays wrong; the strict mc is unchanged.
@@ -120,7 +121,7 @@ def test_aokvqa_jsonl_round_trip(tmp_path: Path) -> None:
                for s, p in zip(samples, preds)]
     path = _write_jsonl(tmp_path / "predictions.jsonl", records)
     loaded = M.load_predictions(path)
-    assert loaded[0].context == {k: records[0][k] for k in M.RECORD_CONTEXT_KEYS["aokvqa"]}
+    assert loaded[0].context == {k: records[0][k] for k in BENCHMARKS["aokvqa"].record_keys}
     assert loaded[0].phases == records[0]["phases"]
     from_file = M.compute_metrics(loaded, use_sbert=False, n_bootstrap=100)
     assert from_file == M.compute_metrics(records, use_sbert=False, n_bootstrap=100)
@@ -225,13 +226,13 @@ def test_has_reasoning_metric() -> None:
     # A record without phases (e.g. the answer-prior baseline): no has_reasoning metric at all.
     r = M.compute_metrics(recs[:2] + [LLAVA[2]], use_sbert=False, n_bootstrap=0)
     assert "has_reasoning" not in r["overall"]
-    for bench in M.BENCHMARKS:
-        assert "has_reasoning" in M.PER_SAMPLE_METRICS[bench] and bench in M.HEADLINE
+    for bench in BENCHMARKS:
+        assert "has_reasoning" in BENCHMARKS[bench].per_sample_metrics and bench in M.HEADLINE
 
 
 def test_metric_in_some_rows_only_is_an_error(monkeypatch) -> None:
     rows = [{"em": 1.0, "has_reasoning": 1.0}, {"em": 0.0}]
-    monkeypatch.setattr(M, "score_records", lambda *a, **k: rows)
+    monkeypatch.setattr(M.aggregate, "score_records", lambda *a, **k: rows)
     with pytest.raises(ValueError, match="has_reasoning missing from some rows"):
         M.compute_metrics(LLAVA[:2], use_sbert=False)
 

@@ -131,6 +131,27 @@ def test_zoo_build_is_deterministic(tmp_path, monkeypatch):
     assert all(torch.equal(states[1][k], states[3][k]) for k in states[1])
 
 
+def test_zoo_entries_come_from_the_family_modules(monkeypatch):
+    """Each family module names its zoo entries (``ZOO_PREFIX``); the zoo keeps no family list of its own."""
+    import sys
+    import types
+
+    from vlm.models import registry, zoo
+
+    roles = ("teacher", "student", "mirror", "mirror-152k")
+    assert list(zoo.ZOO) == [f"{prefix}-{role}" for prefix in FAMILIES for role in roles]
+    for prefix, family in FAMILIES.items():
+        assert registry.family_module(family).ZOO_PREFIX == prefix
+        assert all(zoo.ZOO[f"{prefix}-{role}"].family == family for role in roles)
+    fake = types.ModuleType("fake_family")
+    fake.ZOO_PREFIX, fake.Adapter = "toy-vlm", types.SimpleNamespace(family="toy_vlm")
+    monkeypatch.setitem(sys.modules, "fake_family", fake)
+    monkeypatch.setitem(registry.FAMILIES, "toy_vlm", "fake_family")
+    specs = zoo.zoo_specs.__wrapped__()  # uncached: the registry was patched
+    assert [n for n in specs if n.startswith("toy-vlm-")] == [f"toy-vlm-{role}" for role in roles]
+    assert specs["toy-vlm-student"].family == "toy_vlm" and specs["toy-vlm-mirror-152k"].tokenizer == "qwen2"
+
+
 def test_zoo_list(zoo_dir):
     r = run_vlm("zoo", "list", env={"VLM_ZOO_DIR": str(zoo_dir)})
     assert r.returncode == 0 and "zoo:llava-ov-teacher" in r.stdout and "zoo:cobra-mirror" in r.stdout

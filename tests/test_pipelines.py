@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -78,6 +80,148 @@ def test_nproc_and_scale_settings_reach_the_stage_commands():
     assert r.stdout.splitlines()[0].split("|")[1:3] == ["-m", "vlm"] and r.stdout.splitlines()[1:] == ["|", "|"]  # empty arrays
     r = subprocess.run(["bash", "-c", show], cwd=REPO, capture_output=True, text=True, env={**base, "NPROC": "two"})
     assert r.returncode != 0 and "NPROC must be a positive integer" in r.stderr
+
+
+# A PYTHON for dry runs: each stage command is appended to $STAGE_LOG (shell-quoted, one line per stage) instead
+# of being run, except validate and split (their files are real); everything outside a stage is the real python.
+DRY_PYTHON = """#!/usr/bin/env bash
+if [[ "$1 $2 $3" == "-m vlm.manifest run" ]]; then
+  name="$5"; shift 6
+  printf '%q ' "$name" "$@" >> "$STAGE_LOG"; echo >> "$STAGE_LOG"
+  case "$name" in validate*|split*) exec "$@" ;; esac
+  exit 0
+fi
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+def fake_checkpoint(path: Path, model_type: str = "llava_onevision") -> Path:
+    """A folder whose config.json names a family: enough for `vlm family`, never loaded in a dry run."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    return path
+
+
+def dry_run(tmp: Path, script: str, *args, **env_vars):
+    """Run a study script with every model stage replaced by a record of its command: (result, run dir, manifest,
+    {stage name: argv})."""
+    stub = tmp / "dry_python"
+    stub.write_text(DRY_PYTHON)
+    stub.chmod(0o755)
+    log = tmp / f"stages_{len(list(tmp.glob('stages_*')))}.txt"
+    runs = tmp / "runs"
+    seen = set(runs.glob("pipeline_run_*"))
+    env = {k: v for k, v in os.environ.items() if k not in ("RUN_DIR", "LIMIT", "EPOCHS", "LR", "SEED", "NPROC")}
+    env.update(PYTHON=str(stub), REAL_PYTHON=sys.executable, STAGE_LOG=str(log), RUNS_DIR=str(runs), **env_vars)
+    r = subprocess.run(["bash", str(PIPELINES / script), *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run_dir,) = set(runs.glob("pipeline_run_*")) - seen
+    stages = {}
+    for line in log.read_text().splitlines():
+        name, *argv = shlex.split(line)
+        stages[name] = argv
+    return r, run_dir, json.loads((run_dir / "manifest.json").read_text()), stages
+
+
+def flag(argv: list[str], name: str):
+    """The value after --name (True for a bare switch), None when absent."""
+    if name not in argv:
+        return None
+    i = argv.index(name)
+    return argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else True
+
+
+@pytest.mark.fast
+def test_env_flags_passes_only_the_settings_that_are_set():
+    show = ('source pipelines/lib/common.sh; env_flags OUT LR:lr TOP_K:top_k FSDP=1:fsdp KD_FALLBACK=1:fallback_to_ce; '
+            'printf "%s|" "${OUT[@]}"')
+    base = {k: v for k, v in os.environ.items() if k not in ("LR", "TOP_K", "FSDP", "KD_FALLBACK", "NPROC")}
+    r = subprocess.run(["bash", "-c", show], cwd=REPO, capture_output=True, text=True,
+                       env={**base, "LR": "2e-4", "TOP_K": "", "FSDP": "0", "KD_FALLBACK": "1"})
+    assert r.returncode == 0 and r.stdout == "--lr|2e-4|--fallback_to_ce|", r.stderr  # empty and 0: stage default
+    r = subprocess.run(["bash", "-c", show], cwd=REPO, capture_output=True, text=True, env=base)
+    assert r.returncode == 0 and r.stdout == "|"
+
+
+@pytest.mark.fast
+def test_distillation_study_dry_run_splits_as_the_seed_script_and_passes_only_set_flags(tmp_path):
+    """The whole study with its model stages recorded, not run: `vlm split` writes exactly what the seed's
+    positional split script writes; unset stage settings stay off the command lines (the stage defaults apply);
+    the study's variants are in the manifest."""
+    teacher, student = fake_checkpoint(tmp_path / "teacher"), fake_checkpoint(tmp_path / "student", "qwen2_vl")
+    r, run_dir, manifest, stages = dry_run(tmp_path, "cot_inference_pipeline_hypo3d.sh", teacher, student)
+    assert manifest["study"] == {"variants": ["prior", "teacher_zeroshot", "teacher_lora", "student_zeroshot",
+                                              "student_lora", "student_kd"], "blind_only": ["prior"]}
+    assert manifest["config"]["LR"] == manifest["config"]["TOP_K"] == "" and manifest["config"]["SEED"] == "42"
+    assert manifest["config"]["RECIPE"] == "hypo3d-cot" and manifest["seed"] == "42"
+    # today's split: the seed's script (positional form) into another run dir gives the same bytes
+    ref = tmp_path / "ref"
+    for args in (["0.4", "0.1", "0.5", "hypo_dataset/sample/hypo3d.json", "1"],  # as the study used to call it
+                 ["0.6", "0.1", "0.3", ref / "split" / "cot_pool.json", "2"]):
+        subprocess.run([sys.executable, "hypo_dataset/dataset_split.py", *args, ref, "--seed", "42"], cwd=REPO,
+                       check=True, capture_output=True)
+    made = sorted(p.name for p in (run_dir / "split").iterdir())
+    assert made == sorted(p.name for p in (ref / "split").iterdir()) and "cot_test.json" in made
+    for name in made:
+        ours, theirs = (run_dir / "split" / name).read_bytes(), (ref / "split" / name).read_bytes()
+        if name == "mode2_manifest.json":  # names its input, the cot_pool.json of each run dir
+            ours, theirs = (json.loads(b) | {"input": ""} for b in (ours, theirs))
+        assert ours == theirs, name
+    evals = [n for n in stages if n.startswith("eval_") and n != "eval_prior"]
+    assert len(evals) == 5 * 4 and {stages[n][stages[n].index("--variant") + 1] for n in evals} == set(VARIANTS)
+    for name in ("teacher_lora", "student_lora", "student_kd"):
+        argv = stages[name]
+        assert flag(argv, "--seed") == "42"
+        assert flag(argv, "--lr") is flag(argv, "--epochs") is flag(argv, "--limit") is None
+    assert flag(stages["student_kd"], "--alpha") is None and flag(stages["student_kd"], "--divergence") is None
+    assert flag(stages["teacher_cot"], "--top_k") is flag(stages["teacher_cot"], "--fallback_to_ce") is None
+    assert flag(stages["teacher_cot"], "--recipe") == "hypo3d-cot"
+    assert flag(stages["teacher_cot"], "--axis_definitions") == "hypo_dataset/sample/axis_definition.xlsx"
+    assert flag(stages["split_teacher"], "--seed") == flag(stages["split_cot"], "--seed") == "42"
+
+
+@pytest.mark.fast
+def test_sister_preset_dry_run_forwards_what_is_set(tmp_path):
+    """The modular preset (ScanQA data, KD fallback on): settings given in the environment reach their stages."""
+    teacher, student = fake_checkpoint(tmp_path / "teacher"), fake_checkpoint(tmp_path / "student", "qwen2_vl")
+    r, run_dir, manifest, stages = dry_run(tmp_path, "scanqa_modular_cot_inference_pipeline.sh", teacher, student,
+                                           LR="2e-4", EPOCHS="2", TEACHER_EPOCHS="1", ALPHA="0.3", TOP_K="8", LIMIT="4",
+                                           SEED="7", RECIPE="direct")
+    assert manifest["config"]["KD_FALLBACK"] == "1" and manifest["config"]["BENCHMARK"] == "scanqa"
+    assert manifest["config"]["AXIS_DEFINITIONS"] == "" and flag(stages["teacher_lora"], "--axis_definitions") is None
+    assert flag(stages["teacher_cot"], "--fallback_to_ce") is True and flag(stages["teacher_cot"], "--top_k") == "8"
+    assert flag(stages["teacher_lora"], "--epochs") == "1" and flag(stages["student_lora"], "--epochs") == "2"
+    for name in ("teacher_lora", "student_lora", "student_kd"):
+        argv = stages[name]
+        assert (flag(argv, "--lr"), flag(argv, "--seed"), flag(argv, "--limit")) == ("2e-4", "7", "4")
+    assert flag(stages["student_kd"], "--alpha") == "0.3" and flag(stages["split_cot"], "--seed") == "7"
+    assert "eval_student_kd_direct_blind" in stages and flag(stages["validate"], "--benchmark") == "scanqa"
+
+
+@pytest.mark.fast
+def test_given_splits_preset_dry_run(tmp_path):
+    """The randomize preset: no split stage, its own defaults (LIMIT 8, one epoch each), models from the environment."""
+    teacher, student = fake_checkpoint(tmp_path / "teacher"), fake_checkpoint(tmp_path / "student")
+    r, run_dir, manifest, stages = dry_run(tmp_path, "randomize_test_cot_inference_pipeline.sh", TEACHER=str(teacher),
+                                           STUDENT=str(student))
+    assert "smoke-hypo3d" in run_dir.name and not {"validate", "split_teacher", "split_cot"} & set(stages)
+    assert manifest["config"]["TEST_DATA_PATH"] == "hypo_dataset/sample/splits/test.json"
+    train, test = "hypo_dataset/sample/splits/train.json", "hypo_dataset/sample/splits/test.json"
+    assert flag(stages["teacher_lora"], "--data") == flag(stages["student_kd"], "--data") == train
+    assert flag(stages["eval_student_kd_direct_normal"], "--data") == test and (REPO / test).is_file()
+    for name in ("teacher_lora", "student_lora", "student_kd"):
+        assert (flag(stages[name], "--epochs"), flag(stages[name], "--limit")) == ("1", "8")
+
+
+@pytest.mark.fast
+def test_help_lists_the_settings_without_python():
+    for script in sorted(PIPELINES.glob("*.sh")):
+        r = subprocess.run(["bash", str(script), "--help"], cwd=REPO, capture_output=True, text=True,
+                           env={**os.environ, "PYTHON": "/nonexistent/python"})
+        assert r.returncode == 0, (script.name, r.stderr)
+        for var in ("SEED", "LIMIT", "LR", "EPOCHS", "NPROC", "LOGIT_CHUNK_ROWS", "RUN_DIR", "python -m vlm"):
+            assert var in r.stdout, (script.name, var)
 
 
 @pytest.mark.fast

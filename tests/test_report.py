@@ -14,7 +14,9 @@ import pytest
 
 from helpers import run_vlm
 from vlm.data.errors import DataError
+from vlm.manifest import Study, declare_study
 from vlm.metrics import bootstrap_ci, compute_metrics
+from vlm.report import compute_results, render_markdown
 from vlm.stages import report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +30,8 @@ QUESTIONS = {
     "q4": ("three", ["Scale", "Direction"], "Movement"),
 }
 WRONG = "purple lamp"
+# the distillation study's design, as the pipeline records it in manifest.json (python -m vlm.manifest study)
+STUDY = ("prior", "teacher_zeroshot", "teacher_lora", "student_zeroshot", "student_lora", "student_kd")
 
 
 def _records(correct: set[str], ids=tuple(QUESTIONS), **extra) -> list[dict]:
@@ -72,7 +76,8 @@ def make_run(root: Path) -> Path:
         (run / "train" / name).mkdir(parents=True)
         (run / "train" / name / "trainer_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     manifest = {"command": ["bash", "pipelines/x.sh"], "git": {"commit": "abc1234", "dirty": True},
-                "start_time": "2026-01-01T00:00:00Z", "stages": {"split": {"status": "ok", "wall_s": 3.2}}}
+                "start_time": "2026-01-01T00:00:00Z", "stages": {"split": {"status": "ok", "wall_s": 3.2}},
+                "study": {"variants": list(STUDY), "blind_only": ["prior"]}}
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run
 
@@ -117,8 +122,8 @@ def test_headline_values_and_paired_gap(built):
 
 def test_gap_ci_is_deterministic_for_a_seed(built):
     run, results, _ = built
-    again = report.collect(run, n_bootstrap=N_BOOT, seed=0)
-    other = report.collect(run, n_bootstrap=N_BOOT, seed=1)
+    again = compute_results(run, n_bootstrap=N_BOOT, seed=0)
+    other = compute_results(run, n_bootstrap=N_BOOT, seed=1)
     key = dict(variant="teacher_zeroshot", recipe="direct")
     assert _row(again, "headline", **key)["gap"] == _row(results, "headline", **key)["gap"]
     gap = _row(other, "headline", **key)["gap"]
@@ -151,7 +156,7 @@ def test_tables_cot_types_and_status_lists(built):
     assert loss["teacher_lora"]["series"]["loss"]["last"] == 0.5 and loss["teacher_lora"]["train_runtime_s"] == 12.5
     assert set(loss["student_kd"]["series"]) == {"loss", "ce_loss", "kd_loss"}
     # the markdown is rendered from results.json alone
-    assert report.render_markdown(results) == md
+    assert render_markdown(results) == md
     assert "| teacher_zeroshot | direct" in md and "75.0 [" in md and "50.0 [" in md
     assert "eval/teacher_zeroshot/direct/normal/metrics.json" in md and "abc1234 (dirty)" in md
     assert "incomplete: eval/student_lora/direct/normal" in md and "only 3 ids in both modes" in md
@@ -186,16 +191,16 @@ def test_malformed_metrics_and_meta_name_the_file(tmp_path):
     d = _eval(run, "student_kd/direct/normal", _records({"q1"}))
     (d / "metrics.json").write_text('{"benchmark": "hypo3d", "n": 4, "overall": ')
     with pytest.raises(DataError) as e:
-        report.collect(run)
+        compute_results(run)
     assert str(d / "metrics.json") in str(e.value) and "invalid JSON" in str(e.value)
     (d / "metrics.json").write_text(json.dumps({"benchmark": "hypo3d", "n": "four", "overall": {"em": "high"}}))
     with pytest.raises(DataError) as e:
-        report.collect(run)
+        compute_results(run)
     assert "key 'n'" in str(e.value) and "key 'overall.em'" in str(e.value)
     (d / "metrics.json").unlink()
     (d / "eval_meta.json").write_text(json.dumps({"variant": "student_kd", "mode": "sideways"}))
     with pytest.raises(DataError) as e:
-        report.collect(run)
+        compute_results(run)
     assert str(d / "eval_meta.json") in str(e.value) and "key 'mode'" in str(e.value)
 
 
@@ -221,3 +226,52 @@ def test_stage_never_imports_torch_or_transformers(built):
     assert r.returncode == 0, r.stderr
     assert "HEAVY False False" in r.stdout
     shutil.rmtree(run / "report2")
+
+
+def _three_variant_run(root: Path, study: Study | None = None) -> Path:
+    """zeta and alpha evaluated normal and blind, floor blind only (a baseline without the image)."""
+    run = root / "run"
+    _eval(run, "zeta/direct/normal", _records({"q1"}))
+    _eval(run, "zeta/direct/blind", _records(set()))
+    _eval(run, "alpha/direct/normal", _records({"q1", "q2"}))
+    _eval(run, "alpha/direct/blind", _records({"q1"}))
+    _eval(run, "floor/direct/blind", _records({"q1"}))
+    if study is not None:
+        declare_study(run, study)
+    return run
+
+
+def test_variants_follow_the_study_declared_in_the_manifest(tmp_path):
+    run = _three_variant_run(tmp_path, Study(("zeta", "floor", "alpha", "ghost"), blind_only=("floor",)))
+    results = compute_results(run, n_bootstrap=0)
+    assert [r["variant"] for r in results["tables"]["headline"]] == ["zeta", "floor", "alpha"]
+    assert [r["variant"] for r in results["tables"]["overall"]] == ["zeta", "zeta", "floor", "alpha", "alpha"]
+    assert results["sources"]["M1"]["metrics"] == "eval/zeta/direct/normal/metrics.json"
+    # declared but never evaluated: missing as a whole; floor is blind only, so no normal is missing for it
+    assert results["missing"] == [{"variant": "ghost", "recipe": None, "mode": None,
+                                   "reason": "not evaluated in this run"}]
+    assert results["study"] == {"variants": ["zeta", "floor", "alpha", "ghost"], "blind_only": ["floor"]}
+    md = render_markdown(results)
+    assert "- missing: ghost: not evaluated in this run" in md
+    assert "- study variants: zeta, floor, alpha, ghost (blind only: floor)" in md
+
+
+def test_blind_only_is_what_skips_the_normal_blind_pair_check(tmp_path):
+    run = _three_variant_run(tmp_path, Study(("zeta", "floor", "alpha")))
+    missing = compute_results(run, n_bootstrap=0)["missing"]
+    assert missing == [{"variant": "floor", "recipe": "direct", "mode": "normal", "reason": "no eval directory"}]
+
+
+def test_without_a_study_variants_sort_by_name_and_nothing_is_declared_missing(tmp_path):
+    run = _three_variant_run(tmp_path)
+    results = compute_results(run, n_bootstrap=0)
+    assert [r["variant"] for r in results["tables"]["headline"]] == ["alpha", "floor", "zeta"]
+    assert results["missing"] == [] and results["study"] is None  # floor: evaluated blind only, so blind only
+
+
+def test_malformed_study_in_the_manifest_names_the_key(tmp_path):
+    run = _three_variant_run(tmp_path)
+    (run / "manifest.json").write_text(json.dumps({"study": {"variants": ["alpha", "alpha"], "blind_only": ["x"]}}))
+    with pytest.raises(DataError) as e:
+        compute_results(run)
+    assert str(e.value) == f"{run / 'manifest.json'}: key 'study.variants': names a variant twice: alpha alpha"

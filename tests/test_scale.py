@@ -12,7 +12,7 @@ from helpers import REPO, run_vlm
 from vlm.kd import DIVERGENCES, TopK, ce_sum, kd_loss, teacher_topk
 from vlm.kd.losses import chunked_sums, shifted_rows, target_loss_sums
 from vlm.models import load_model
-from vlm.models.base import head_replaced, output_head
+from vlm.models.base import IGNORE_INDEX, head_replaced, output_head
 
 FAMILIES = ("llava-ov", "qwen2-vl", "cobra")
 IMAGE = REPO / "hypo_dataset" / "sample" / "images" / "toy0000.png"
@@ -52,11 +52,11 @@ def test_chunked_sums_equal_the_full_logit_losses(divergence, chunk_rows):
     B, L, H, V, k = 3, 11, 8, 40, 5
     hidden = torch.randn(B, L, H, generator=g, requires_grad=True)
     head = torch.nn.Linear(H, V, bias=False)
-    labels = torch.full((B, L), -100)
+    labels = torch.full((B, L), IGNORE_INDEX)
     labels[0, 3:8] = torch.randint(0, V, (5,), generator=g)
     labels[1, 1:10] = torch.randint(0, V, (9,), generator=g)
     labels[2, 6:9] = torch.randint(0, V, (3,), generator=g)
-    labels[1, 5] = -100
+    labels[1, 5] = IGNORE_INDEX
     teacher = teacher_topk(torch.randn(B, L, V, generator=g) * 3, labels, k)
     for temperature in (1.0, 2.0):
         logits = head(hidden)
@@ -234,17 +234,25 @@ def test_bad_flags_fail_before_any_model_loads(tmp_path):
     assert r.returncode == 2 and "--max_pixels" in r.stderr and not (tmp_path / "y").exists()
 
 
-@pytest.mark.parametrize("stage", ["evaluate", "finetune", "generate_cot", "split", "validate", "prior", "report", "zoo"])
-def test_stage_help_renders(stage, capsys):
-    """argparse %-formats help strings: a bare '%' in one used to crash `finetune --help`."""
-    import importlib
-
-    from vlm.__main__ import STAGES
+def test_inference_flags_are_checked_when_parsed(tmp_path):
+    """evaluate / generate_cot refuse bad counts in their Config (parse time: before data, model or out_dir)."""
     from vlm.cli import parse_config
+    from vlm.data.errors import DataError
+    from vlm.stages import evaluate, generate_cot
 
-    with pytest.raises(SystemExit) as exit_:
-        parse_config(importlib.import_module(STAGES[stage][0]).Config, ["--help"])
-    assert exit_.value.code == 0 and "--" in capsys.readouterr().out
+    split = ["--data", str(SAMPLE / "hypo3d.json"), "--out_dir", str(tmp_path / "x")]
+    with pytest.raises(DataError) as e:
+        parse_config(generate_cot.Config, [*split, "--teacher", "zoo:x", "--top_k", "0", "--batch_size", "0",
+                                           "--logit_chunk_rows", "-1"])
+    assert [loc for _, loc, _ in e.value.lines] == ["--top_k", "--batch_size", "--logit_chunk_rows"]
+    assert "must be >= 1, got -1" in str(e.value)
+    with pytest.raises(DataError) as e:
+        parse_config(evaluate.Config, [*split, "--model", "zoo:x", "--batch_size", "0", "--max_new_tokens", "-2"])
+    assert [loc for _, loc, _ in e.value.lines] == ["--batch_size", "--max_new_tokens"]
+    assert parse_config(generate_cot.Config, [*split, "--teacher", "zoo:x"]).top_k >= 1  # the defaults pass
+    r = run_vlm("generate_cot", "--teacher", "zoo:no-such-entry", *split, "--top_k", "0")
+    assert r.returncode == 2 and "flags: --top_k: must be >= 1, got 0" in r.stderr and "no-such-entry" not in r.stderr
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("family", ["llava-ov", "qwen2-vl"])
@@ -261,7 +269,7 @@ def test_rescoring_writes_the_cache_bytes_of_full_logits(mirrors, family, chunk_
     adapter = mirrors[family]
     img = Image.open(IMAGE).convert("RGB")
     convs = conversations()
-    samples = [SimpleNamespace(id=f"s{i}") for i in range(len(convs))]
+    samples = [SimpleNamespace(id=f"s{i}", image=IMAGE) for i in range(len(convs))]
     vocab = output_head(adapter.model).weight.shape[0]
     with torch.no_grad(), CacheWriter(tmp_path / "old", k=8, vocab_size=vocab) as w:
         batch = adapter.training_batch(convs, [img] * len(convs))
@@ -272,7 +280,7 @@ def test_rescoring_writes_the_cache_bytes_of_full_logits(mirrors, family, chunk_
     recipe = SimpleNamespace(conversation=lambda s, outputs, blind: convs[int(s.id[1:])])
     cfg = SimpleNamespace(batch_size=2, blind=False, logit_chunk_rows=chunk_rows)
     with CacheWriter(tmp_path / "new", k=8, vocab_size=vocab) as w:
-        rescore(adapter, recipe, samples, {s.id: {"phases": []} for s in samples}, lambda s: img, w, cfg)
+        rescore(adapter, recipe, samples, {s.id: {"phases": []} for s in samples}, w, cfg)
     names = sorted(p.name for p in (tmp_path / "old").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "new").iterdir())
     if chunk_rows >= 256:

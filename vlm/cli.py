@@ -1,12 +1,15 @@
 """Config parsing shared by every ``python -m vlm <stage>``.
 
 One dataclass per stage, parsed by transformers' ``HfArgumentParser`` (the parser HF users know:
-field docstrings via ``metadata={"help": …}`` become ``--help``). Two small additions:
+field docstrings via ``metadata={"help": …}`` become ``--help``). Three small additions:
 
 * ``--config FILE.yaml`` supplies defaults from YAML; flags on the command line override it.
   An unknown YAML key is an error naming the file and the key.
 * Fields with ``metadata={"positional": True}`` may also be given positionally, in declaration
   order (``python -m vlm metrics preds.jsonl`` ≡ ``--predictions preds.jsonl``).
+* A bad command line is a DataError, like bad data: one ``flags: --name: what`` line per problem, exit 2 —
+  argparse's own errors (a missing or unknown option, a bad choice or type) and the stage Config's checks in
+  ``__post_init__``, which run as the dataclass is built from the flags, before any data or model loads.
 """
 
 from __future__ import annotations
@@ -74,11 +77,27 @@ def load_yaml_defaults(path: str, config_cls: type) -> dict:
     return data
 
 
+def _argparse_problems(message: str) -> list[tuple[str, str, str]]:
+    """argparse's message -> ``flags: --name: what`` lines (every missing required option on its own line).
+    argparse names an option by all its spellings (``--out_dir/--out-dir``): the first is the field's name."""
+    required = "the following arguments are required: "
+    if message.startswith(required):
+        return [("flags", names.split("/")[0], "required") for names in message[len(required):].split(", ")]
+    if message.startswith("argument ") and ": " in message:
+        names, what = message[len("argument "):].split(": ", 1)
+        return [("flags", names.split("/")[0], what)]
+    return [("flags", "-", message)]
+
+
 def _parser_class():
     from transformers import HfArgumentParser
 
     class Parser(HfArgumentParser):
-        """HfArgumentParser that knows our one extra field metadata key, ``positional``."""
+        """HfArgumentParser that knows our one extra field metadata key, ``positional``, and reports a bad
+        command line as a DataError (one line per problem, exit 2) instead of argparse's usage block."""
+
+        def error(self, message: str):
+            raise DataError(_argparse_problems(message))
 
         @staticmethod
         def _parse_dataclass_field(parser, field):
@@ -105,5 +124,11 @@ def parse_config(config_cls: type[C], argv: Sequence[str] | None = None, prog: s
         for action in parser._actions:
             if action.dest in defaults:
                 action.required = False
-    cfg = parser.parse_args_into_dataclasses(args=argv)[0]  # [1]: the namespace holding --config
+    # the Config's __post_init__ checks the values: a DataError from here on names every bad flag
+    parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    cfg, unused = parsed[0], parsed[-1]  # between them: the namespace holding --config
+    if unused:
+        options = [tok for tok in unused if tok.startswith("-")]
+        raise DataError([("flags", tok, "unknown option") for tok in options]
+                        or [("flags", tok, "unexpected argument") for tok in unused])
     return cfg

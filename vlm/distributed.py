@@ -1,4 +1,5 @@
-"""Data-parallel inference for evaluate and generate_cot: ``torchrun --nproc-per-node N -m vlm <stage> …``.
+"""Data-parallel inference for evaluate and generate_cot: ``torchrun --nproc-per-node N -m vlm <stage> …``
+(their shared loop: vlm/generation.py).
 
 accelerate's ``PartialState`` joins the process group torchrun set up (NCCL on GPUs, gloo on CPUs); each rank
 takes a contiguous share of the samples still to do, appends its records to its own part file

@@ -2,6 +2,11 @@
 
     python -m vlm.manifest init RUN_DIR --command "…" --config KEY=VALUE …   # provenance, once per run
     python -m vlm.manifest run RUN_DIR NAME -- command …                     # one stage
+    python -m vlm.manifest study RUN_DIR --variants V … [--blind_only V …]   # the study's design
+
+``study`` records the variants the study evaluates, in the order the report shows them, and those evaluated
+blind only (no image, so no normal/blind pair), as ``manifest["study"] = {"variants": [...], "blind_only": [...]}``;
+the report reads its design from there. Running it again with the same flags changes nothing (resume).
 
 ``run`` executes the stage command, tees its output to ``logs/NAME.log``, and records status, wall time and
 peak memory (max RSS of the stage's processes) in the manifest; exit code = the command's. Provenance: the
@@ -18,9 +23,12 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+from vlm.data.errors import Problems
 from vlm.io import atomic_write_text, dumps_json
 
 PACKAGES = ("torch", "torchvision", "transformers", "peft", "accelerate", "datasets", "sentence-transformers", "safetensors")
@@ -80,6 +88,64 @@ def init(run_dir: Path, command: str, config: dict[str, str]) -> None:
     save(run_dir, manifest)
 
 
+@dataclass(frozen=True)
+class Study:
+    """The study's design: its variants in report order, and those evaluated blind only."""
+
+    variants: tuple[str, ...]
+    blind_only: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"variants": list(self.variants), "blind_only": list(self.blind_only)}
+
+
+def study_problems(entry: Any) -> list[tuple[str, str]]:
+    """(field, what is wrong) for a manifest "study" entry; [] when it is well formed."""
+    if not isinstance(entry, dict):
+        return [("", "expected an object {variants, blind_only}")]
+    problems = []
+    for key in ("variants", "blind_only"):
+        names = entry.get(key, [] if key == "blind_only" else None)
+        if not isinstance(names, list) or not all(isinstance(v, str) and v.strip() and "/" not in v for v in names):
+            problems.append((key, f"expected a list of variant names, got {json.dumps(names)[:60]}"))
+        elif len(set(names)) != len(names):
+            problems.append((key, f"names a variant twice: {' '.join(names)}"))
+    if not problems and not entry["variants"]:
+        problems.append(("variants", "empty: a study has at least one variant"))
+    if not problems and (stray := [v for v in entry.get("blind_only", []) if v not in entry["variants"]]):
+        problems.append(("blind_only", f"not among the variants: {' '.join(stray)}"))
+    return problems
+
+
+def read_study(run_dir: Path) -> Study | None:
+    """The study declared in RUN_DIR/manifest.json; None where none is (old runs, hand-made run dirs) or the
+    manifest is unreadable (the report's provenance says so). A malformed entry is a DataError."""
+    try:
+        manifest = load(run_dir)
+    except (OSError, ValueError):
+        return None
+    entry = manifest.get("study") if isinstance(manifest, dict) else None
+    if entry is None:
+        return None
+    problems = Problems(run_dir / "manifest.json")
+    for key, message in study_problems(entry):
+        problems.add(f"key 'study{'.' + key if key else ''}'", message)
+    problems.raise_if_any()
+    return Study(tuple(entry["variants"]), tuple(entry.get("blind_only", [])))
+
+
+def declare_study(run_dir: Path, study: Study) -> None:
+    """Record the study in the manifest; the same study again (a resumed run) leaves the file untouched."""
+    manifest = load(run_dir)
+    if manifest.get("study") == study.to_json():
+        return
+    if "study" in manifest:
+        print(f"{run_dir / 'manifest.json'}: study: {json.dumps(manifest['study'])} replaced by "
+              f"{json.dumps(study.to_json())}", file=sys.stderr)
+    manifest["study"] = study.to_json()
+    save(run_dir, manifest)
+
+
 def run_stage(run_dir: Path, name: str, cmd: list[str]) -> int:
     log_path = run_dir / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,9 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("run_dir")
     r.add_argument("name")
     r.add_argument("cmd", nargs=argparse.REMAINDER)
+    s = sub.add_parser("study", help="record the study's variants (report order) and its blind-only variants")
+    s.add_argument("run_dir")
+    s.add_argument("--variants", nargs="+", required=True, metavar="VARIANT")
+    s.add_argument("--blind_only", nargs="*", default=[], metavar="VARIANT",
+                   help="variants evaluated without the image only (no normal/blind pair), e.g. an answer prior")
     a = p.parse_args(argv)
     if a.action == "init":
         init(Path(a.run_dir), a.command, dict(kv.split("=", 1) for kv in a.config))
+        return 0
+    if a.action == "study":
+        for key, message in study_problems({"variants": a.variants, "blind_only": a.blind_only}):
+            s.error(f"--{key}: {message}")
+        declare_study(Path(a.run_dir), Study(tuple(a.variants), tuple(a.blind_only)))
         return 0
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     return run_stage(Path(a.run_dir), a.name, cmd)

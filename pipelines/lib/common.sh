@@ -1,6 +1,7 @@
-# Shared runner for the study scripts: unique run directories, logged, resumable stages, the manifest.
-# Source it from a pipeline:  source "$(dirname "$0")/lib/common.sh"
+# Shared runner for the study scripts: unique run directories, logged, resumable stages, the manifest, and the
+# environment settings turned into stage flags. Source it from a study:  source "$(dirname "$0")/lib/common.sh"
 
+SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"  # resolved before the cd below: --help reads it
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO_ROOT"
 if [[ -z "${PYTHON:-}" ]]; then
@@ -12,8 +13,22 @@ VLM=("$PYTHON" -m vlm)
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# print the script's header comment (its --help)
-usage() { sed -n '2,/^[^#]/p' "$1" | sed '$d; s/^# \{0,1\}//'; }
+# usage FILE... : the --help text, without Python (fast): each FILE's header comment (from after the shebang to
+# the first line of code), then the settings every study shares
+usage() {
+  local file
+  for file in "$@"; do sed -n -e '1{/^#!/d;}' -e '/^#/!q' -e 's/^# \{0,1\}//p' "$file"; done
+  cat <<'HELP'
+  SEED (42: every split and every training run)  LIMIT (first N samples of every stage; unset: all)
+  RUN_DIR (resume that run: finished stages are skipped)  RUNS_DIR (runs)  PYTHON (.venv/bin/python if present)
+  Scale (README "Scale"): NPROC (1; N = torchrun on N GPUs/processes)  DTYPE  ATTN_IMPLEMENTATION
+  MAX_IMAGE_TILES (LLaVA-OV)  MIN_PIXELS  MAX_PIXELS (Qwen2-VL)  GRADIENT_CHECKPOINTING (1 = on)
+  FSDP (1 = FSDP2 sharding, GPUs)  LOGIT_CHUNK_ROWS
+A setting listed without a value reaches its stage only when set; unset, the stage default applies (the manifest
+records "") — see python -m vlm <stage> --help, e.g. python -m vlm finetune --help.
+HELP
+}
+help_requested() { [[ "${1:-}" == -h || "${1:-}" == --help ]]; }
 
 # path-safe id: llava-hf/llava-onevision-qwen2-7b-ov-hf -> llava-onevision-qwen2-7b-ov-hf, zoo:x -> zoo-x
 slug() { printf '%s' "$1" | sed -E 's#/+$##; s#^.*/##; s#[^A-Za-z0-9._-]+#-#g; s#^-+|-+$##g' | cut -c1-40; }
@@ -39,6 +54,17 @@ except DataError as e:
 # where a data file's images live by default (DATA dir/images; A-OKVQA: DATA dir/<split>2017)
 images_of() {
   "$PYTHON" -c "import sys; from vlm.data import default_images_dir; print(default_images_dir(sys.argv[1], sys.argv[2]))" "$1" "$2"
+}
+
+# the recipe a benchmark's training targets follow by default (its entry in the benchmark registry)
+train_recipe_of() {
+  "$PYTHON" -c "import sys; from vlm.benchmarks import get; print(get(sys.argv[1]).train_recipe)" "$1"
+}
+
+# recipes_for BENCH NAME... : the recipe each generic arm recipe (direct, scratchpad, …) runs on BENCH, one per line
+# (COCO Captions: direct -> caption); unchanged where the benchmark has no form of its own
+recipes_for() {
+  "$PYTHON" -c "import sys; from vlm.benchmarks import get; b = get(sys.argv[1]); print(*map(b.recipe_for, sys.argv[2:]), sep='\n')" "$@"
 }
 
 # start_run TEACHER STUDENT BENCHMARK VAR... : create (or, with RUN_DIR=<dir>, resume) the run directory,
@@ -67,6 +93,10 @@ start_run() {
     || die "cannot write $RUN_DIR/manifest.json"
 }
 
+# record_study --variants V... [--blind_only V...] : the study's variants, in report order, in manifest.json (the
+# report reads them from there)
+record_study() { "$PYTHON" -m vlm.manifest study "$RUN_DIR" "$@" || die "cannot record the study in $RUN_DIR"; }
+
 # run_stage NAME -- command ... : skipped when RUN_DIR/NAME.done exists; otherwise runs the command through
 # the manifest runner (log in logs/NAME.log, status / wall time / peak memory in manifest.json); the first
 # failure stops the pipeline with the log's path
@@ -84,35 +114,39 @@ run_stage() {
 # require_file PATH WHAT : one clear error for a missing input
 require_file() { [[ -e "$1" ]] || die "$2 not found: $1"; }
 
-# Scale settings of every model stage (evaluate, generate_cot, finetune); unset = the stage's own default, and only
-# what is set is passed on (README "Scale"):
-#   NPROC            1: plain python; N > 1: torchrun --standalone --nproc-per-node N (data-parallel inference, DDP)
-#   DTYPE ATTN_IMPLEMENTATION MAX_IMAGE_TILES (LLaVA-OV) MIN_PIXELS MAX_PIXELS (Qwen2-VL)   every model stage
-#   GRADIENT_CHECKPOINTING (1 = on) FSDP (1 = FSDP2 sharding, GPUs)                            training
-#   LOGIT_CHUNK_ROWS                                                                           training, re-scoring
+# env_flags ARRAY SPEC... : ARRAY = the stage flags of the settings that are set, so every other flag keeps its
+# stage's default (written once, in the stage's config dataclass). VAR:flag gives --flag "$VAR" when VAR is
+# non-empty; VAR=1:flag gives a bare --flag when VAR is 1.
+env_flags() {
+  local -n flags_out="$1"; shift
+  flags_out=()
+  local spec var flag
+  for spec in "$@"; do
+    var="${spec%%:*}" flag="--${spec#*:}"
+    if [[ "$var" == *=1 ]]; then
+      var="${var%=1}"
+      if [[ "${!var:-}" == 1 ]]; then flags_out+=("$flag"); fi
+    elif [[ -n "${!var:-}" ]]; then
+      flags_out+=("$flag" "${!var}")
+    fi
+  done
+}
+
+# The scale settings of every model stage (usage above lists them): NPROC > 1 launches evaluate, generate_cot and
+# finetune through torchrun (data-parallel inference, DDP); the others become flags.
 SCALE_VARS=(NPROC DTYPE ATTN_IMPLEMENTATION MAX_IMAGE_TILES MIN_PIXELS MAX_PIXELS GRADIENT_CHECKPOINTING FSDP LOGIT_CHUNK_ROWS)
 VLM_RUN=("${VLM[@]}")
 if [[ "${NPROC:-1}" != 1 ]]; then
   [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || die "NPROC must be a positive integer, got '$NPROC'"
   VLM_RUN=("$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m vlm)
 fi
-MODEL_ARGS=()  # every model stage
-for pair in DTYPE:dtype ATTN_IMPLEMENTATION:attn_implementation MAX_IMAGE_TILES:max_image_tiles MIN_PIXELS:min_pixels \
-            MAX_PIXELS:max_pixels; do
-  var="${pair%%:*}"
-  if [[ -n "${!var:-}" ]]; then MODEL_ARGS+=("--${pair#*:}" "${!var}"); fi
-done
-CHUNK_ARGS=(); if [[ -n "${LOGIT_CHUNK_ROWS:-}" ]]; then CHUNK_ARGS=(--logit_chunk_rows "$LOGIT_CHUNK_ROWS"); fi
-TRAIN_SCALE_ARGS=("${CHUNK_ARGS[@]}")
-if [[ "${GRADIENT_CHECKPOINTING:-0}" == 1 ]]; then TRAIN_SCALE_ARGS+=(--gradient_checkpointing); fi
-if [[ "${FSDP:-0}" == 1 ]]; then TRAIN_SCALE_ARGS+=(--fsdp); fi
+env_flags MODEL_ARGS DTYPE:dtype ATTN_IMPLEMENTATION:attn_implementation MAX_IMAGE_TILES:max_image_tiles \
+  MIN_PIXELS:min_pixels MAX_PIXELS:max_pixels                                   # every model stage
+env_flags CHUNK_ARGS LOGIT_CHUNK_ROWS:logit_chunk_rows                          # re-scoring (generate_cot)
+env_flags TRAIN_SCALE_ARGS LOGIT_CHUNK_ROWS:logit_chunk_rows GRADIENT_CHECKPOINTING=1:gradient_checkpointing \
+  FSDP=1:fsdp                                                                   # training
+env_flags LIMIT_ARGS LIMIT:limit                                                # every stage that reads samples
 
-# Study settings every script shares: environment value or default. (The scripts' --help lists them.)
-STUDY_VARS=(TEACHER STUDENT DATA BENCHMARK IMAGES_DIR AXIS_DEFINITIONS RECIPE SEED LIMIT TEACHER_EPOCHS EPOCHS LR BATCH_SIZE
-            ALPHA TEMPERATURE DIVERGENCE TOP_K KD_FALLBACK "${SCALE_VARS[@]}")
-study_defaults() {
-  RECIPE="${RECIPE:-hypo3d-cot}" SEED="${SEED:-42}" LIMIT="${LIMIT:-0}"
-  TEACHER_EPOCHS="${TEACHER_EPOCHS:-3}" EPOCHS="${EPOCHS:-3}" LR="${LR:-1e-3}" BATCH_SIZE="${BATCH_SIZE:-8}"
-  ALPHA="${ALPHA:-0.5}" TEMPERATURE="${TEMPERATURE:-1.0}" DIVERGENCE="${DIVERGENCE:-forward_kl}" TOP_K="${TOP_K:-64}"
-  KD_FALLBACK="${KD_FALLBACK:-0}" AXIS_DEFINITIONS="${AXIS_DEFINITIONS:-}"
-}
+# A study's one seed, for its splits and every training run: a run is reproduced from its manifest. Always passed,
+# because the stages' own defaults differ (vlm split: 42, finetune: 0); 42 has been the studies' seed from the start.
+SEED="${SEED:-42}"

@@ -25,6 +25,15 @@ def read_json(path: str | Path) -> Any:
         raise DataError.single(path, f"line {e.lineno} col {e.colno}", f"malformed JSON: {e.msg}") from None
 
 
+def is_json_list(path: str | Path) -> bool:
+    """True for a JSON list file, False for JSON lines (one record per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError.single(path, "-", "file not found")
+    with path.open("rb") as f:
+        return f.read(4096).lstrip().startswith(b"[")
+
+
 def check_str(obj: dict, key: str, where: str, problems: Problems, *, allow_empty: bool = False) -> str | None:
     """Return obj[key] if it is a (non-empty) string, else record why not."""
     if key not in obj:
@@ -75,9 +84,9 @@ def check_unique_ids(ids: list[tuple[str, str]], problems: Problems) -> None:
 
 
 def write_sample_cli(write_sample: Callable[..., int], description: str, done: str) -> None:
-    """``python -m vlm.data.<format> --write-sample DIR [--seed --scenes --per-scene]``: the entry point of a
-    format's toy-sample writer (``write_sample(out, seed, scenes, per_scene) -> count``); ``done`` is the
-    closing line, with ``{n}`` (the count) and ``{out}``."""
+    """``python -m vlm.benchmarks.<name> --write-sample DIR [--seed --scenes --per-scene]``: the entry point of a
+    format's toy-sample writer in ``vlm.data.toyworld`` (``write_sample(out, seed, scenes, per_scene) -> count``);
+    ``done`` is the closing line, with ``{n}`` (the count) and ``{out}``."""
     import argparse
 
     ap = argparse.ArgumentParser(description=description)

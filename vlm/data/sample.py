@@ -1,4 +1,4 @@
-"""The one record every stage speaks (DESIGN.md, Contracts: Sample)."""
+"""The one record every stage speaks (docs/DESIGN.md: Contracts)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 @dataclass
 class Sample:
     id: str  # stable and unique within a dataset file
-    benchmark: str  # "hypo3d" | "scanqa" | …
+    benchmark: str  # a key of vlm.benchmarks.BENCHMARKS
     scene_id: str
     image: str | None  # resolved path inside the images dir, or None (blind / no image)
     question: str

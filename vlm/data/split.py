@@ -1,4 +1,5 @@
-"""Seeded, group-disjoint splitting that keeps each benchmark's own file layout.
+"""Seeded, group-disjoint splitting that keeps each benchmark's own file layout (the benchmark turns its data
+into ``Unit``s and rebuilds a split from the chosen ones: ``Benchmark.split_units`` / ``split_rebuild``).
 
 A *unit* is one question; a *group* is what must not straddle two splits (a scene by default, so
 no scene seen in training is evaluated). Groups are shuffled with a seeded numpy Generator and cut
@@ -17,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from vlm.data.errors import DataError
-from vlm.data.llava_cot import scene_id_of
 
 GROUP_BY = ("scene", "change", "none")
 
@@ -25,45 +25,10 @@ GROUP_BY = ("scene", "change", "none")
 @dataclass(frozen=True)
 class Unit:
     scene_id: str
-    path: tuple  # where the question sits in the input: (scene_id, change_idx, qa_idx) or (index,) / (scene_id, index)
-    change_key: str  # scene_id + change index for Hypo3D; the question itself elsewhere
+    path: tuple  # where the question sits in the input, e.g. (index,) in a flat list; split_rebuild reads it
+    change_key: str  # the context change it belongs to (Hypo3D: scene_id + change index); the question itself elsewhere
     unit_key: str
     questions: int = 1  # evaluated questions of the unit (a multi-turn LLaVA-CoT record is one)
-
-
-# The group "scene" of a record in a flat list: what must not straddle two splits.
-LIST_SCENE = {
-    "scanqa": lambda rec: rec["scene_id"],
-    "aokvqa": lambda rec: str(rec["image_id"]),  # every question about one COCO image
-    "llava-cot": lambda rec: scene_id_of(rec["image"]),  # every record about one image
-}
-
-
-def _questions(rec: dict, benchmark: str) -> int:
-    """Evaluated questions in a record: 1, a multi-turn LLaVA-CoT record too (the loader makes it one sample,
-    its last turn the question, earlier turns context; see vlm.data.llava_cot)."""
-    return 1
-
-
-def units_of(data: Any, benchmark: str) -> list[Unit]:
-    """One unit per question (per record for LLaVA-CoT) of validated data; a flat list (ScanQA, A-OKVQA,
-    LLaVA-CoT records) is addressed by index."""
-    units: list[Unit] = []
-    if benchmark == "hypo3d":
-        for scene_id, changes in data.items():
-            for ci, change in enumerate(changes):
-                for qi, _ in enumerate(change["questions_answers"]):
-                    key = f"{scene_id}[{ci}]"
-                    units.append(Unit(scene_id, (scene_id, ci, qi), key, f"{key}[{qi}]"))
-    elif isinstance(data, list):
-        scene = LIST_SCENE[benchmark]
-        for i, rec in enumerate(data):
-            units.append(Unit(scene(rec), (i,), f"[{i}]", f"[{i}]", _questions(rec, benchmark)))
-    else:  # ScanQA grouped by scene
-        for scene_id, recs in data.items():
-            for i, _ in enumerate(recs):
-                units.append(Unit(scene_id, (scene_id, i), f"{scene_id}[{i}]", f"{scene_id}[{i}]"))
-    return units
 
 
 def group_counts(n_groups: int, ratios: list[float]) -> list[int]:
@@ -111,26 +76,6 @@ def assign(units: list[Unit], ratios: list[float], names: list[str], seed: int, 
             split_of[groups[gi]] = name
         start += count
     return {name: [u for u in units if split_of[key(u)] == name] for name in names}
-
-
-def rebuild(data: Any, benchmark: str, chosen: list[Unit]) -> Any:
-    """The input's structure restricted to the chosen units, original order and extra keys kept."""
-    keep = {u.path for u in chosen}
-    if benchmark == "hypo3d":
-        out: dict[str, list] = {}
-        for scene_id, changes in data.items():
-            kept_changes = []
-            for ci, change in enumerate(changes):
-                qas = [qa for qi, qa in enumerate(change["questions_answers"]) if (scene_id, ci, qi) in keep]
-                if qas:
-                    kept_changes.append({**change, "questions_answers": qas})
-            if kept_changes:
-                out[scene_id] = kept_changes
-        return out
-    if isinstance(data, list):
-        return [rec for i, rec in enumerate(data) if (i,) in keep]
-    grouped = {sid: [r for i, r in enumerate(recs) if (sid, i) in keep] for sid, recs in data.items()}
-    return {sid: recs for sid, recs in grouped.items() if recs}
 
 
 def read_jsonl(path: str | Path) -> tuple[list[Any], list[bytes]]:

@@ -11,7 +11,9 @@ same seed writes byte-identical JSON, CSV, PNG (and xlsx) files.
 
 ``python -m vlm toyworld --hypo3d_out DIR --scanqa_out DIR --scenes 40 --seed 0`` writes
 ``DIR/hypo3d.json`` + ``DIR/axis_definition.{csv,xlsx}`` + ``DIR/images/<scene_id>.png`` (Hypo3D) and
-``DIR/scanqa.json`` + ``DIR/images/`` (ScanQA).
+``DIR/scanqa.json`` + ``DIR/images/`` (ScanQA). The committed LLaVA-CoT-100k and A-OKVQA samples come from
+``write_llava_cot_sample`` / ``write_aokvqa_sample`` (``python -m vlm.benchmarks.llava_cot --write-sample DIR``,
+``python -m vlm.benchmarks.aokvqa --write-sample DIR``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 import datetime
 import functools
 import io
+import json
 import random
 import zipfile
 from dataclasses import dataclass, field
@@ -30,8 +33,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from vlm.benchmarks.hypo3d import CHANGE_CATEGORIES, QUESTION_TYPES  # noqa: F401  (QUESTION_TYPES: part of this API)
 from vlm.data.errors import DataError
-from vlm.data.hypo3d import CHANGE_CATEGORIES, QUESTION_TYPES  # noqa: F401  (QUESTION_TYPES: part of this API)
 from vlm.io import atomic_write_bytes, dumps_json
 
 # ---------------------------------------------------------------------------------------------------
@@ -608,6 +611,168 @@ def write_images(scenes: list[Scene], out: Path, image_size: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
+# LLaVA-CoT-100k and A-OKVQA samples (own writers: their own file layouts, reasoning from the scene graph)
+# ---------------------------------------------------------------------------------------------------
+
+LLAVA_COT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
+
+
+def _names(objs: list[Object]) -> str:
+    names = [f"the {o.name}" for o in objs]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def question_summary(q: QA) -> str:
+    tasks = {
+        "where": "say where that object is", "relative": "work out where one object lies seen from the other",
+        "what_at": "name what stands in that part of the room", "colour": "say what colour it is",
+        "exists": "check whether such an object is there", "bigger": "compare the sizes of the two objects",
+    }
+    task = "count the matching objects" if q.template.startswith("count") else tasks.get(q.template, "answer the question")
+    return f"I will find the objects the question is about in the top view of the room and {task}."
+
+
+def question_reasoning(scene: Scene, q: QA) -> str:
+    """A short derivation of a toy-world answer from the scene graph (the objects the question is about)."""
+    grid, objs = scene.grid, list(q.objects)
+    where = {o.id: position_phrase(o.row, o.col, grid) for o in scene.objects}
+    if q.template == "where":
+        o = objs[0]
+        return f"The {o.name} is in row {o.row + 1}, column {o.col + 1} of the {grid}x{grid} grid, the {where[o.id]} of the room."
+    if q.template == "relative":
+        a, b = objs
+        return (f"The {a.name} is in row {a.row + 1}, column {a.col + 1}; the {b.name} is in row {b.row + 1}, "
+                f"column {b.col + 1}. Seen from the {b.name}, the {a.name} lies to the {q.answer}.")
+    if q.template == "what_at":
+        return f"That part of the room holds {_names(objs)}." if objs else "No object stands in that part of the room."
+    if q.template == "colour":
+        return f"The only {objs[0].kind} in the room is the {objs[0].name}."
+    if q.template.startswith("count"):
+        n = number_word(len(objs))
+        return f"The matching objects are {_names(objs)}; that makes {n}." if objs else "No object matches; that makes zero."
+    if q.template == "exists":
+        if q.answer == "yes":
+            return f"The {objs[0].name} is at the {where[objs[0].id]} of the room."
+        seen = f" The {objs[0].kind}s there are {_names(objs)}." if objs else ""
+        return f"No object in the room is the {q.mentions[0]}.{seen}"
+    if q.template == "bigger":
+        a, b = sorted(objs, key=lambda o: -_kind_area(o.kind))
+        return f"A {a.kind} is drawn larger than a {b.kind}, so the {a.name} is bigger than the {b.name}."
+    return f"The objects involved are {_names(objs)}." if objs else "Reading the scene answers it."
+
+
+def llava_cot_records(seed: int = 0, scenes: int = 25, per_scene: int = 4, image_size: int = 48) -> tuple[list[dict], dict[str, bytes]]:
+    """(records, {relative image path: PNG bytes}); ids ``toy-<scene>-<k>``, images ``toy/<scene>.png``.
+
+    Three layouts by scene index (``index % 3``), so the sample holds both the LLaVA-style records and the
+    official generator's: 0, one turn with ``<image>\\n`` before the question; 1, one turn without the
+    placeholder; 2, two turns without it (record k asks question k, then question k+1 of the same scene)."""
+    from vlm.benchmarks.llava_cot import IMAGE_TOKEN
+
+    world = generate_world(Config(scenes=scenes, seed=seed, image_size=image_size))
+    records, images = [], {}
+    for scene in world:
+        rel = f"toy/{scene.scene_id}.png"
+        images[rel] = png_bytes(render(scene, image_size))
+        qs = scanqa_questions(scene, scene_rng(seed, scene.index, "llava-cot"), per_scene)
+        layout = scene.index % 3
+        for k, q in enumerate(qs):
+            turns = [q, qs[(k + 1) % len(qs)]] if layout == 2 and len(qs) > 1 else [q]
+            conversations = []
+            for t in turns:
+                cot = (f"<SUMMARY>{question_summary(t)}</SUMMARY> <CAPTION>{describe(scene)}</CAPTION> "
+                       f"<REASONING>{question_reasoning(scene, t)}</REASONING> <CONCLUSION>{t.answer}</CONCLUSION>")
+                conversations += [{"from": "human", "value": f"{t.question}\n{LLAVA_COT_ANSWER_PROMPT}"}, {"from": "gpt", "value": cot}]
+            if layout == 0:
+                conversations[0]["value"] = f"{IMAGE_TOKEN}\n{conversations[0]['value']}"
+            records.append({"id": f"toy-{scene.scene_id}-{k}", "image": rel, "conversations": conversations})
+    return records, images
+
+
+def write_llava_cot_sample(out: str | Path, seed: int = 0, scenes: int = 25, per_scene: int = 4) -> int:
+    """Write ``out/train.jsonl`` + ``out/images/toy/<scene>.png``; returns the number of records."""
+    from vlm.io import atomic_write_text
+
+    out = Path(out)
+    records, images = llava_cot_records(seed, scenes, per_scene)
+    for rel, data in images.items():
+        atomic_write_bytes(out / "images" / rel, data)
+    atomic_write_text(out / "train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return len(records)
+
+
+_AOKVQA_DIRECTIONS = ("front", "back", "left", "right", "front left", "front right", "back left", "back right")
+
+
+def _distractor_vocab(scene: Scene, q: QA) -> list[str]:
+    t = q.template
+    if t == "where":
+        return sorted({position_phrase(r, c, scene.grid) for r in range(scene.grid) for c in range(scene.grid)})
+    if t == "relative":
+        return list(_AOKVQA_DIRECTIONS)
+    if t == "colour":
+        return list(COLOURS)
+    if t.startswith("count"):
+        return [number_word(n) for n in range(10)]
+    names = [o.name for o in scene.objects] + [f"{c} {k}" for c in COLOURS for k in KINDS]
+    return list(dict.fromkeys(names + (["nothing"] if t == "what_at" else [])))
+
+
+def aokvqa_records(seed: int = 0, scenes: int = 25, per_scene: int = 4, image_size: int = 48) -> tuple[list[dict], dict[int, bytes]]:
+    """(A-OKVQA records, {image_id: JPEG bytes}); deterministic per seed. Multiple choice = the answer + 3
+    distractors of the same kind; 10 direct answers (accepted phrasings, some noise; about one question in
+    eight is 'difficult': its direct answers disagree); rationales from the scene graph."""
+    from vlm.benchmarks.aokvqa import N_CHOICES, N_DIRECT
+
+    world = generate_world(Config(scenes=scenes, seed=seed, image_size=image_size))
+    records, images = [], {}
+    for scene in world:
+        image_id = scene.index + 1
+        buf = io.BytesIO()
+        render(scene, image_size).save(buf, format="JPEG", quality=95, subsampling=0)
+        images[image_id] = buf.getvalue()
+        rng = scene_rng(seed, scene.index, "aokvqa")
+        pool = [q for q in candidate_questions(scene) if q.template != "exists"]  # yes/no has no 4 choices
+        for k, q in enumerate(choose_questions(pool, per_scene, rng)):
+            wrong = [a for a in _distractor_vocab(scene, q) if a not in q.answers]
+            must = [o.name for o in q.objects if o.name != q.answer] if q.template == "bigger" else []  # the other one
+            choices = [q.answer, *must, *rng.sample([w for w in wrong if w not in must], N_CHOICES - 1 - len(must))]
+            rng.shuffle(choices)
+            difficult = rng.random() < 0.125
+            alts = list(q.answers[1:]) or [q.answer]
+            n_gold = rng.randint(2, 3) if difficult else rng.randint(5, 9)
+            noise = rng.sample(wrong, 4) if difficult else rng.sample(wrong, rng.randint(0, 1))
+            direct = [q.answer] * n_gold + noise
+            direct += [rng.choice(alts) for _ in range(N_DIRECT - len(direct))]
+            rng.shuffle(direct)
+            reasoning = question_reasoning(scene, q)
+            records.append({
+                "question_id": f"toy-{scene.scene_id}-{k}",
+                "question": q.question,
+                "choices": choices,
+                "correct_choice_idx": choices.index(q.answer),
+                "direct_answers": direct,
+                "difficult_direct_answer": difficult,
+                "rationales": [reasoning, f"From the top view: {describe(scene)} {reasoning}",
+                               f"{reasoning} So the answer is {q.answer}."],
+                "image_id": image_id,
+            })
+    return records, images
+
+
+def write_aokvqa_sample(out: str | Path, seed: int = 0, scenes: int = 25, per_scene: int = 4) -> int:
+    """Write ``out/aokvqa_val.json`` + ``out/val2017/<image_id:012>.jpg``; returns the number of questions."""
+    from vlm.benchmarks.aokvqa import coco_path
+
+    out = Path(out)
+    records, images = aokvqa_records(seed, scenes, per_scene)
+    for image_id, data in images.items():
+        atomic_write_bytes(coco_path(out, "val", image_id), data)
+    atomic_write_bytes(out / "aokvqa_val.json", dumps_json(records).encode("utf-8"))
+    return len(records)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Stage
 # ---------------------------------------------------------------------------------------------------
 
@@ -666,3 +831,92 @@ def main(cfg: Config) -> int:
     print(f"toyworld: {len(scenes)} scenes, {', '.join(counts) or 'nothing written (no --hypo3d_out/--scanqa_out)'}, "
           f"{written} bytes written")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# COCO Captions toy sample (the official captions_{split}2017.json layout)
+# ---------------------------------------------------------------------------------------------------
+
+# Rooms of their own (scene indices from here on): the other toy samples use scenes 0.., so a model
+# fine-tuned on the toy LLaVA-CoT sample is evaluated on rooms it has not seen, as LLaVA-CoT-100k -> COCO val.
+COCO_FIRST_SCENE = 1000
+COCO_CAPTIONS_PER_IMAGE = 5
+_TRAILING_QUIRK_SHARE = 0.1  # captions written with a trailing space or newline, as a few real ones are
+
+
+def _listing(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _at(row: int, col: int, grid: int) -> str:
+    """'at the front left', 'in the center', 'on the right', …"""
+    phrase = position_phrase(row, col, grid)
+    if phrase == "center":
+        return "in the center"
+    return f"on the {phrase}" if phrase in ("left", "right") else f"at the {phrase}"
+
+
+def toy_captions(scene: Scene, rng: random.Random) -> list[str]:
+    """Five captions of one room, computed from the scene graph: the first names every object by colour and
+    kind (the canonical one), the others, in a per-room order, say where each object is, count the kinds,
+    name the wall anchors, or pick one object out; a few end in a space or a newline, as some real ones do."""
+    objs = sorted(scene.objects, key=lambda o: o.cell)
+    named = [f"{article(o.colour)} {o.name}" for o in objs]
+    kinds = {k: sum(o.kind == k for o in objs) for k in dict.fromkeys(o.kind for o in objs)}
+    counted = [f"{number_word(n)} {k}s" if n > 1 else f"{article(k)} {k}" for k, n in kinds.items()]
+    walls = [f"{article(item)} {item} on the {side.lower()} wall" for side, item in scene.anchors.items()]
+    picked = rng.choice(objs)
+    others = [
+        _listing([f"{n} {_at(o.row, o.col, scene.grid)}" for n, o in zip(named, objs)]).capitalize() + ".",
+        f"An overhead view of a grey floor with {number_word(len(objs))} objects: {_listing(counted)}.",
+        f"A room seen from above: {_listing(named)} on the floor, {_listing(walls)}.",
+        f"{article(picked.colour).capitalize()} {picked.name} {_at(picked.row, picked.col, scene.grid)} "
+        f"of a room with {number_word(len(objs) - 1)} other objects.",
+    ]
+    rng.shuffle(others)
+    others = [c + rng.choice((" ", "\n")) if rng.random() < _TRAILING_QUIRK_SHARE else c for c in others]
+    return [f"A top view of a room with {_listing(named)}.", *others]
+
+
+def jpeg_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=95, subsampling=0)  # no chroma subsampling: the 16-px cells keep their colour
+    return buf.getvalue()
+
+
+def build_coco_captions(seed: int = 0, scenes: int = 25, image_size: int = 48) -> tuple[dict, dict[str, bytes]]:
+    """(captions_{split}2017.json object, {file name: JPEG bytes}); deterministic per seed. Image id = scene
+    index (from ``COCO_FIRST_SCENE``), file ``{id:012}.jpg``; the annotations interleave the images, as the
+    real file does, with unique ids; an image's first caption is its canonical one."""
+    rooms = [generate_scene(scene_rng(seed, i, "scene"), i) for i in range(COCO_FIRST_SCENE, COCO_FIRST_SCENE + scenes)]
+    images, files, captions = [], {}, []
+    for scene in rooms:
+        file_name = f"{scene.index:012}.jpg"
+        files[file_name] = jpeg_bytes(render(scene, image_size))
+        images.append({"license": 1, "file_name": file_name, "coco_url": "", "height": image_size,
+                       "width": image_size, "date_captured": "2000-01-01 00:00:00", "flickr_url": "",
+                       "id": scene.index})
+        captions.append([(scene.index, c) for c in toy_captions(scene, scene_rng(seed, scene.index, "coco"))])
+    # round-robin over the images: caption k of every image, then caption k + 1, …
+    ordered = [pair for k in range(COCO_CAPTIONS_PER_IMAGE) for pair in (c[k] for c in captions)]
+    annotations = [{"image_id": image_id, "id": n + 1, "caption": caption} for n, (image_id, caption) in enumerate(ordered)]
+    data = {
+        "info": {"description": "toy-world COCO Captions sample", "version": "1.0", "year": 2000,
+                 "contributor": "vlm.data.toyworld", "date_created": "2000/01/01"},
+        "licenses": [{"url": "", "id": 1, "name": "synthetic"}],
+        "images": images,
+        "annotations": annotations,
+    }
+    return data, files
+
+
+def write_coco_captions_sample(out: str | Path, seed: int = 0, scenes: int = 25) -> int:
+    """Write ``out/annotations/captions_val2017.json`` + ``out/val2017/<id:012>.jpg`` (COCO's own layout);
+    returns the number of images."""
+    out = Path(out)
+    data, files = build_coco_captions(seed, scenes)
+    for file_name, blob in files.items():
+        _write(out / "val2017" / file_name, blob)
+    _write(out / "annotations" / "captions_val2017.json", json_bytes(data))
+    return len(files)

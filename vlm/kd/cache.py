@@ -1,4 +1,4 @@
-"""The teacher logit cache (DESIGN.md: Logit cache).
+"""The teacher logit cache (docs/DESIGN.md: Logit cache).
 
 The teacher's CoT transcripts are re-scored teacher-forced; for every assistant (target) token we keep
 the top-k of ``log_softmax(raw logits)`` at T = 1 and the log of the probability mass outside the top-k:
@@ -19,8 +19,9 @@ Readers memory-map the shards (safetensors ``safe_open``) and copy only the rows
 grow with the size of the cache.
 
 Rows are the target positions of a sample in order, under the causal-LM shift: the teacher's logits at
-position t-1 predict ``labels[t]``. ``target_rows`` does that selection for one sequence, so the writer
-side and the loss side (``vlm.kd.losses.align_teacher``) agree by construction.
+position t-1 predict ``labels[t]``. ``shifted_rows`` is that selection, the only one: the re-scoring that
+writes the cache (``target_topk``, what ``VLMAdapter.score`` runs) and the training losses that read it
+(``vlm.kd.losses``) both go through it, so they agree by construction.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ import torch
 
 from vlm.data.errors import DataError, Problems
 from vlm.io import atomic_write_bytes, atomic_write_text, dumps_json
+from vlm.models.base import IGNORE_INDEX, head_replaced
 
 FORMAT = "vlm-topk-v1"
 INDEX = "index.json"
-IGNORE_INDEX = -100
 TINY = torch.finfo(torch.float32).tiny
 LOG_TINY = math.log(TINY)  # ~ -87.3: floor of every stored / compared log-probability
 TENSORS = ("ids", "logprobs", "log_tail", "target_ids")
@@ -84,15 +85,23 @@ def topk_rows(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor,
     return ids, logprobs, log_tail.nan_to_num(nan=LOG_TINY).clamp_min(LOG_TINY)
 
 
+def shifted_rows(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-position tensors [B, L, ...] aligned like a model output (final hidden states, logits) + labels [B, L]
+    -> (rows [N, ...] that predict a target, their targets [N], mask [B, L - 1]), sample by sample, in order:
+    position t predicts label t + 1."""
+    if x.ndim < 3 or labels.shape != x.shape[:2]:
+        raise ValueError(f"expected [B, L, ...] rows and labels [B, L], got {tuple(x.shape)} and {tuple(labels.shape)}")
+    mask = labels[:, 1:] != IGNORE_INDEX
+    return x[:, :-1][mask], labels[:, 1:][mask], mask
+
+
 def target_rows(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sequence's model-output logits [L, V] and labels [L] -> (logits rows [n, V], target ids [n]):
-    the rows whose NEXT label is a target (logits[t] predicts labels[t + 1]); what ``CacheWriter.add``
-    takes for that sample."""
-    if logits.ndim != 2 or labels.ndim != 1 or logits.shape[0] != labels.shape[0]:
+    """``shifted_rows`` of one sequence: logits [L, V] and labels [L] -> (logits rows [n, V], target ids [n]), what
+    ``CacheWriter.add`` takes for that sample (the full-logit path of tests and benches)."""
+    if logits.ndim != 2 or labels.ndim != 1:
         raise ValueError(f"expected logits [L, V] and labels [L], got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    nxt = labels[1:]
-    mask = nxt != IGNORE_INDEX
-    return logits[:-1][mask], nxt[mask]
+    rows, targets, _ = shifted_rows(logits[None], labels[None])
+    return rows, targets
 
 
 @torch.no_grad()
@@ -104,6 +113,24 @@ def head_topk(rows: torch.Tensor, head, k: int, chunk_rows: int) -> tuple[torch.
         return (torch.zeros(0, k, dtype=torch.long, device=rows.device), torch.zeros(0, k, device=rows.device),
                 torch.zeros(0, device=rows.device))
     return tuple(torch.cat(t) for t in zip(*parts))  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def target_topk(model, inputs: dict, labels: torch.Tensor, k: int, chunk_rows: int) -> list[TopK]:
+    """Per sample of a teacher-forced batch, ``head_topk`` at its target rows (with their targets): the rows a
+    cache stores. The LM head runs inside the forward on those rows only (``head_replaced``), as in training's
+    ``vlm.kd.losses.target_loss_sums``; no vocabulary-wide logits leave it."""
+    found = []
+
+    def topk_of_targets(head_forward, hidden):
+        rows, targets, mask = shifted_rows(hidden, labels)
+        found.append((*head_topk(rows, head_forward, k, chunk_rows), targets, mask.sum(1).tolist()))
+        return hidden[..., :0, :]
+
+    with head_replaced(model, topk_of_targets):
+        model(**inputs)
+    *tensors, counts = found[-1]
+    return [TopK(*sample) for sample in zip(*(t.split(counts) for t in tensors))]
 
 
 class CacheWriter:

@@ -1,11 +1,12 @@
-"""Distillation losses (DESIGN.md: KD loss): ``loss = α·CE + (1−α)·T²·D(teacher_T ‖ student_T)``.
+"""Distillation losses (docs/DESIGN.md: KD loss): ``loss = α·CE + (1−α)·T²·D(teacher_T ‖ student_T)``.
 
 Conventions (HF causal LM):
 
-* ``student_logits`` [B, L, V] (model output), ``labels`` [B, L] with -100 where there is no target.
-  NEXT-TOKEN SHIFT: ``student_logits[:, t]`` predicts ``labels[:, t + 1]``; ``labels[:, 0]`` is never a target.
+* ``student_logits`` [B, L, V] (model output), ``labels`` [B, L] with IGNORE_INDEX (-100) where there is no target.
+  NEXT-TOKEN SHIFT: ``student_logits[:, t]`` predicts ``labels[:, t + 1]``; ``labels[:, 0]`` is never a target
+  (``vlm.kd.cache.shifted_rows``, the one selection of target rows, shared with the cache's writer).
 * Cached teacher tensors (``TopK``) are aligned to the LABEL positions: ``ids`` / ``logprobs`` [B, L, k],
-  ``log_tail`` [B, L]; whatever sits where ``labels == -100`` is ignored (``align_teacher`` builds them).
+  ``log_tail`` [B, L]; whatever sits where ``labels == IGNORE_INDEX`` is ignored (``align_teacher`` builds them).
 * Full teacher logits (``full_vocab_kd``) are a model output like the student's: aligned like
   ``student_logits`` (position t predicts label t + 1).
 * Every function returns SUMS over target tokens (and the count): the mean must be taken over the whole
@@ -36,7 +37,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from vlm.kd.cache import IGNORE_INDEX, LOG_TINY, TopK
+from vlm.kd.cache import LOG_TINY, TopK, shifted_rows
+from vlm.models.base import IGNORE_INDEX, head_replaced
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
@@ -117,14 +119,6 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
-def _shift(student_logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if student_logits.ndim != 3 or labels.shape != student_logits.shape[:2]:
-        raise ValueError(f"expected student_logits [B, L, V] and labels [B, L], got {tuple(student_logits.shape)} "
-                         f"and {tuple(labels.shape)}")
-    mask = labels[:, 1:] != IGNORE_INDEX
-    return student_logits[:, :-1][mask], mask
-
-
 # ---------------------------------------------------------------------------------------------- losses
 def kd_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher: TopK, divergence: str = "forward_kl",
             beta: float = 0.5, temperature: float = 1.0) -> tuple[torch.Tensor, int]:
@@ -132,7 +126,7 @@ def kd_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher: TopK, d
 
     ``teacher`` is TopK-like (``.ids``, ``.logprobs`` [B, L, k], ``.log_tail`` [B, L]) aligned to LABEL
     positions. The sum is WITHOUT the T² factor; ``combined_loss`` applies it."""
-    rows, mask = _shift(student_logits, labels)
+    rows, _, mask = shifted_rows(student_logits, labels)
     if teacher.ids.shape[:2] != labels.shape or teacher.log_tail.shape != labels.shape:
         raise ValueError(f"teacher tensors must be aligned to labels {tuple(labels.shape)}: got ids "
                          f"{tuple(teacher.ids.shape)}, log_tail {tuple(teacher.log_tail.shape)}")
@@ -150,7 +144,7 @@ def full_vocab_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, la
                   temperature: float = 1.0) -> tuple[torch.Tensor, int]:
     """The exact divergence from full teacher logits [B, L, V] (aligned like the student's): (sum, count)."""
     _check_temperature(temperature)
-    rows, mask = _shift(student_logits, labels)
+    rows, _, mask = shifted_rows(student_logits, labels)
     if teacher_logits.shape[:2] != student_logits.shape[:2]:
         raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} vs student_logits {tuple(student_logits.shape)}")
     n = int(rows.shape[0])
@@ -164,10 +158,10 @@ def full_vocab_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, la
 
 def ce_sum(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed next-token cross-entropy over target tokens (normalise with the same count as the KD sum)."""
-    rows, mask = _shift(student_logits, labels)
+    rows, targets, _ = shifted_rows(student_logits, labels)
     if rows.shape[0] == 0:
         return student_logits.sum() * 0.0
-    return F.cross_entropy(rows.float(), labels[:, 1:][mask], reduction="sum")
+    return F.cross_entropy(rows.float(), targets, reduction="sum")
 
 
 def count_targets(labels: torch.Tensor) -> int:
@@ -194,16 +188,6 @@ def combined_loss(ce_sum: torch.Tensor, kd_sum: torch.Tensor, n_tokens: int | to
 # on a GPU each chunk re-reads the head (1.1 GB in bf16 for a 7B model): ~30 chunk passes a step at batch 8, small
 # beside the step itself.
 DEFAULT_CHUNK_ROWS = 32
-
-
-def shifted_rows(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Final hidden states [B, L, H] (what the LM head would see) + labels [B, L] -> (rows [N, H] that predict a
-    target, their targets [N], mask [B, L - 1]), in the order of ``kd_loss`` / ``ce_sum`` (position t predicts
-    label t + 1)."""
-    if hidden.ndim != 3 or labels.shape != hidden.shape[:2]:
-        raise ValueError(f"expected hidden [B, L, H] and labels [B, L], got {tuple(hidden.shape)} and {tuple(labels.shape)}")
-    mask = labels[:, 1:] != IGNORE_INDEX
-    return hidden[:, :-1][mask], labels[:, 1:][mask], mask
 
 
 def _chunk_sums(rows, head, targets, t_ids, t_logprobs, t_tail, divergence, beta, temperature):
@@ -255,8 +239,6 @@ def target_loss_sums(model, inputs: dict, labels: torch.Tensor, teacher: TopK | 
     """One training forward: (CE sum, KD sum or None, model output) over the target tokens of ``labels``, with the
     LM head applied inside the forward to the target rows only (``head_replaced`` + ``chunked_sums``).
     ``teacher``: cached top-k aligned to label positions ([B, L, k] / [B, L], ``align_teacher``)."""
-    from vlm.models.base import head_replaced
-
     def sums(head_forward, hidden):
         rows, targets, mask = shifted_rows(hidden, labels)
         rows_teacher = None if teacher is None else TopK(*(t[:, 1:][mask] for t in teacher[:3]))
@@ -291,7 +273,7 @@ def check_alignment(sample_id: str, labels: torch.Tensor, target_ids: torch.Tens
 def align_teacher(labels: torch.Tensor, rows: Sequence[TopK], sample_ids: Sequence[str] | None = None,
                   check: bool = True) -> TopK:
     """Per-sample cached rows (``LogitCache.get``) -> a batch aligned to label positions: ids / logprobs
-    [B, L, k], log_tail [B, L], target_ids [B, L] (-100 / zeros where there is no target). Checks alignment
+    [B, L, k], log_tail [B, L], target_ids [B, L] (IGNORE_INDEX / zeros where there is no target). Checks alignment
     first (``check_alignment``)."""
     B, L = labels.shape
     if len(rows) != B:

@@ -1,4 +1,4 @@
-"""The model adapter contract (DESIGN.md: Model adapter), shared by every family.
+"""The model adapter contract (docs/DESIGN.md: Model adapter), shared by every family.
 
 A conversation is a list of HF chat messages::
 
@@ -17,11 +17,14 @@ import contextlib
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 
-IGNORE_INDEX = -100  # label value the HF losses skip
+if TYPE_CHECKING:
+    from vlm.kd.cache import TopK
+
+IGNORE_INDEX = -100  # label value the HF losses skip; the one definition (kd, tests and benches import it)
 
 Conversation = list[dict[str, Any]]
 
@@ -207,18 +210,36 @@ class VLMAdapter:
             kwargs["images"] = shown
         return self.processor(**kwargs), texts
 
+    def on_device(self, batch):
+        """A processor batch on the model's device, its pixel values in the model's dtype."""
+        batch = batch.to(self.device)
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        return batch
+
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()
     def generate(self, conversations: Sequence[Conversation], images: Sequence[Any], gen_cfg: dict | None = None) -> list[str]:
         """Batched, left-padded, KV-cached generation of the next assistant turn; returns the decoded texts."""
         batch, _ = self.encode(conversations, images, add_generation_prompt=True, padding_side="left")
-        batch = batch.to(self.device)
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        batch = self.on_device(batch)
         cfg = {"max_new_tokens": 32, "do_sample": False, "num_beams": 1, **(gen_cfg or {})}
         out = self.model.generate(**batch, **cfg)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    # ------------------------------------------------------------------ teacher-forced scoring
+    @torch.inference_mode()
+    def score(self, conversations: Sequence[Conversation], images: Sequence[Any], k: int, chunk_rows: int) -> list[TopK]:
+        """Teacher-forced, per conversation: the top-k (+ tail) of log_softmax(RAW logits) at each row that predicts
+        an assistant token (the ``training_batch`` targets, in order, ``target_ids`` included) -> ``vlm.kd.cache.TopK``,
+        what the logit cache stores. The LM head runs inside the forward on those rows only, ``chunk_rows`` at a
+        time: the target-row path training takes (``vlm.kd.cache.target_topk``)."""
+        from vlm.kd.cache import target_topk
+
+        inputs = self.on_device(self.training_batch(conversations, images))
+        labels = inputs.pop("labels")
+        return target_topk(self.model, inputs, labels, k, chunk_rows)
 
     # ------------------------------------------------------------------ training
     def training_batch(self, conversations: Sequence[Conversation], images: Sequence[Any]) -> dict[str, torch.Tensor]:

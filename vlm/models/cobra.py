@@ -314,6 +314,9 @@ AutoModelForCausalLM.register(CobraConfig, CobraForConditionalGeneration, exist_
 
 
 # ---------------------------------------------------------------------------------------------- family
+ZOO_PREFIX = "cobra"  # zoo:cobra-teacher, -student, -mirror, -mirror-152k
+
+
 class Adapter(VLMAdapter):
     family = "cobra"
     # Mamba mixer projections of the LM; SigLIP's attention out_proj lives under vision_tower and is excluded.

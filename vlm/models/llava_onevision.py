@@ -15,6 +15,9 @@ REAL_PINPOINTS = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]
 QWEN2_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 
 
+ZOO_PREFIX = "llava-ov"  # zoo:llava-ov-teacher, -student, -mirror, -mirror-152k
+
+
 class Adapter(VLMAdapter):
     family = "llava_onevision"
     # image_newline is the projector's learned row separator (trained with it in LLaVA-OneVision)

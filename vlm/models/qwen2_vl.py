@@ -17,6 +17,9 @@ QWEN2_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object
                         "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
 
 
+ZOO_PREFIX = "qwen2-vl"  # zoo:qwen2-vl-teacher, -student, -mirror, -mirror-152k
+
+
 class Adapter(VLMAdapter):
     family = "qwen2_vl"  # also serves qwen2_5_vl: same processor contract, same LM layer names
     # the merger is Qwen2-VL's projector (vision patches -> LM width); the rest of model.visual is the encoder

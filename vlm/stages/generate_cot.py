@@ -3,9 +3,10 @@
     python -m vlm generate_cot --teacher zoo:llava-ov-teacher --adapter RUN/train/teacher_lora/adapter \
         --data RUN/split/cot_train.json --images_dir IMG --recipe hypo3d-cot --student zoo:llava-ov-student --out_dir RUN/cot
 
-1. The teacher runs the recipe on every sample -> ``transcripts.jsonl`` (appended per batch; a re-run resumes).
-2. Each transcript is re-scored teacher-forced, in batches, through the same chat rendering the student
-   trains on; per assistant token the top-k of log_softmax(RAW logits) (never generate()'s processed scores)
+1. The teacher runs the recipe on every sample -> ``transcripts.jsonl`` (appended per batch; a re-run resumes:
+   the loop evaluate uses too, vlm/generation.py).
+2. Each transcript is re-scored teacher-forced (``VLMAdapter.score``), in batches, through the same chat rendering
+   the student trains on; per assistant token the top-k of log_softmax(RAW logits) (never generate()'s processed scores)
    + the log tail mass go to ``logits/`` (safetensors shards + index, see vlm/kd/cache.py), one row per
    student target, in order — so the student's targets and the teacher's distributions align 1:1.
 3. ``cot_meta.json``: teacher, recipe, k, tokenizer fingerprint, whether KD is possible.
@@ -18,19 +19,17 @@ student trains with CE on the teacher's transcripts (the report says so).
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from vlm.data import SplitInput
 from vlm.data.errors import DataError
-from vlm.distributed import ShardedJsonl, ranks
-from vlm.io import atomic_write_text, dumps_json, resume_jsonl
-from vlm.kd.cache import INDEX, CacheWriter, LogitCache, TopK, head_topk
-from vlm.kd.losses import DEFAULT_CHUNK_ROWS, shifted_rows
-from vlm.models.base import head_replaced, output_head
+from vlm.distributed import ranks
+from vlm.generation import sample_image
+from vlm.io import atomic_write_text, dumps_json
+from vlm.kd.cache import INDEX, CacheWriter, LogitCache
+from vlm.kd.losses import DEFAULT_CHUNK_ROWS
+from vlm.models.base import output_head
 from vlm.models.options import ModelOptions
 
 
@@ -50,20 +49,21 @@ class Config(SplitInput, ModelOptions):
         "help": "target positions per LM-head chunk when re-scoring (bounds the float32 vocabulary rows held at once)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
 
+    def __post_init__(self) -> None:  # checked when the flags are parsed, before any data or model loads
+        problems = [("flags", f"--{name}", f"must be >= 1, got {getattr(self, name)}")
+                    for name in ("top_k", "batch_size", "logit_chunk_rows") if getattr(self, name) < 1]
+        if problems:
+            raise DataError(problems)
+
 
 def main(cfg: Config) -> int:
-    from PIL import Image
-    from tqdm import tqdm
-
+    from vlm.generation import run_resumable
     from vlm.models import load_model, resolve_path
     from vlm.models.tokenizer import tokenizer_fingerprint
-    from vlm.recipes import load_recipe, run
+    from vlm.recipes import load_recipe
 
     cfg.check_model_options()
-    if cfg.logit_chunk_rows < 1 or cfg.top_k < 1:
-        raise DataError.single("flags", "--logit_chunk_rows/--top_k", "must be >= 1")
     recipe = load_recipe(cfg.recipe)
-    blind = cfg.blind
     samples = cfg.samples()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,31 +80,15 @@ def main(cfg: Config) -> int:
             kd_possible = False
             print(f"generate_cot: WARNING {reason}; no logit cache, the student will train with CE on the transcripts")
 
-    def image(s):
-        return None if blind else Image.open(s.image).convert("RGB")
-
     # 1. transcripts (each rank its share of what is left; rank 0 merges them in sample order)
+    def record(s, answer, phases, seconds):
+        return {"id": s.id, "recipe": recipe.name, "answer": answer, "references": s.answers, "phases": phases,
+                "seconds": seconds}
+
     rk = ranks()
-    trans = ShardedJsonl(out / "transcripts.jsonl", rk)
-    done = trans.done()
-    rk.barrier()  # every rank has read the same records before any rank writes
-    mine = rk.share([s for s in samples if s.id not in done])
-    bar = tqdm(total=len(mine), desc=f"CoT {recipe.name}{rk.tag()}", unit="q")
-    for start in range(0, len(mine), cfg.batch_size):
-        batch = mine[start : start + cfg.batch_size]
-        t0 = time.perf_counter()
-        outputs = run(recipe, teacher, batch, [image(s) for s in batch], blind=blind)
-        seconds = (time.perf_counter() - t0) / len(batch)
-        trans.append([{"id": s.id, "recipe": recipe.name, "answer": recipe.answer(o), "references": s.answers,
-                       "phases": [{"name": p.name, "output": t} for p, t in zip(recipe.active(s), o)],
-                       "seconds": round(seconds, 4)} for s, o in zip(batch, outputs)])
-        bar.update(len(batch))
-    bar.close()
-    rk.barrier()
-    if rk.is_main:
-        trans.merge([s.id for s in samples])
-    rk.barrier()
-    transcripts = resume_jsonl(out / "transcripts.jsonl")
+    _, transcripts = run_resumable(samples, out / "transcripts.jsonl", recipe, lambda: teacher, record, ranks=rk,
+                                   blind=cfg.blind, batch_size=cfg.batch_size, desc=f"CoT {recipe.name}",
+                                   stage="generate_cot")
 
     # 2. raw top-k logits, teacher-forced on exactly the text the student will learn
     logits_dir = out / "logits"
@@ -118,7 +102,7 @@ def main(cfg: Config) -> int:
             shutil.rmtree(tmp, ignore_errors=True)  # a cache is written whole or not at all
             shutil.rmtree(part, ignore_errors=True)
             with CacheWriter(tmp, k=cfg.top_k, vocab_size=vocab, meta=meta) as writer:
-                rescore(teacher, recipe, share, transcripts, image, writer, cfg, desc=f"re-score{rk.tag()}")
+                rescore(teacher, recipe, share, transcripts, writer, cfg, desc=f"re-score{rk.tag()}")
             tmp.rename(part)
         rk.barrier()
         if rk.world > 1 and rk.is_main:
@@ -137,45 +121,20 @@ def main(cfg: Config) -> int:
     return 0
 
 
-@torch.inference_mode()
-def rescore(teacher, recipe, samples, transcripts, image, writer, cfg: Config, desc: str = "re-score") -> None:
-    """Teacher-forced pass over each sample's transcript, rendered as the student will train on it; per target
-    token the top-k of the RAW logits. The head runs on target rows only, chunk by chunk."""
+def rescore(teacher, recipe, samples, transcripts, writer, cfg: Config, desc: str = "re-score") -> None:
+    """Each sample's transcript, rendered as the student will train on it, scored teacher-forced in batches
+    (``VLMAdapter.score``: per target token the top-k of the RAW logits) into ``writer``, in sample order."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(samples), desc=desc, unit="q")
     for start in range(0, len(samples), cfg.batch_size):
         batch = samples[start : start + cfg.batch_size]
         convs = [recipe.conversation(s, [p["output"] for p in transcripts[s.id]["phases"]], blind=cfg.blind) for s in batch]
-        inputs = teacher.training_batch(convs, [image(s) for s in batch]).to(teacher.device)
-        labels = inputs.pop("labels")
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(teacher.model.dtype)
-        for s, rows in zip(batch, target_topk(teacher.model, inputs, labels, writer.k, cfg.logit_chunk_rows)):
+        scored = teacher.score(convs, [sample_image(s, cfg.blind) for s in batch], writer.k, cfg.logit_chunk_rows)
+        for s, rows in zip(batch, scored):
             writer.add_topk(s.id, rows)
         bar.update(len(batch))
     bar.close()
-
-
-@torch.inference_mode()
-def target_topk(model, inputs: dict, labels: torch.Tensor, k: int, chunk_rows: int) -> list[TopK]:
-    """Per sample of the batch, the top-k (+ tail) of the RAW logits at its target rows (the rows whose next label
-    is a target): the LM head runs inside the forward on those rows only, ``chunk_rows`` at a time."""
-    found = []
-
-    def topk_of_targets(head_forward, hidden):
-        rows, targets, mask = shifted_rows(hidden, labels)
-        found.append((head_topk(rows, head_forward, k, chunk_rows), targets, mask.sum(1).tolist()))
-        return hidden[..., :0, :]  # no vocabulary-wide logits leave the head
-
-    with head_replaced(model, topk_of_targets):
-        model(**inputs)
-    (ids, logprobs, log_tail), targets, counts = found[-1]
-    out, lo = [], 0
-    for n in counts:
-        out.append(TopK(ids[lo:lo + n], logprobs[lo:lo + n], log_tail[lo:lo + n], targets[lo:lo + n]))
-        lo += n
-    return out
 
 
 def _complete_cache(path: Path, ids: list[str]) -> bool:

@@ -1,7 +1,8 @@
 """Make a downloaded dataset usable: ``python -m vlm prepare llava-cot --root DIR [--check_only]``.
 
-LLaVA-CoT-100k ships ``train.jsonl`` and the images as ``image.zip.part-aa``, ``-ab``, … (any
-``image.zip.part-<suffix>``, sorted naturally: ``part-2`` before ``part-10``). This stage
+For the benchmarks that ship their images as ``image.zip.part-aa``, ``-ab``, … (``Benchmark.image_archive``;
+LLaVA-CoT-100k, next to its ``train.jsonl``; any ``image.zip.part-<suffix>``, sorted naturally: ``part-2``
+before ``part-10``). This stage
 
 1. joins the parts into ``DIR/image.zip`` — resumable: a partial join (``image.zip.joining``) is continued
    from its size when its bytes match the parts' prefix (checked at every part boundary it covers and over
@@ -10,9 +11,9 @@ LLaVA-CoT-100k ships ``train.jsonl`` and the images as ``image.zip.part-aa``, ``
    A checksum the dataset ships (``image.zip.sha256`` / ``image.zip.md5``) is verified instead of overwritten;
 2. extracts it into DIR — entries already there with the right size are skipped, entries that would land
    outside DIR (zip-slip) stop the stage before anything is written, files appear atomically;
-3. validates every record of ``DIR/train.jsonl`` (``vlm.data.llava_cot.scan``) against the image root
-   (DIR, or ``DIR/images`` / ``DIR/image`` when the records' images are found there) and prints good / bad
-   counts by reason. Bad records are reported, not fatal.
+3. validates the download with the benchmark's ``check_download`` (LLaVA-CoT: every record of
+   ``DIR/train.jsonl`` against the image root — DIR, or ``DIR/images`` / ``DIR/image`` when the records'
+   images are found there — printing good / bad counts by reason). Bad records are reported, not fatal.
 
 Exit 0 when the archive and train.jsonl are fine; 2 with one line ``FILE: location: what is wrong`` when
 there are neither parts nor an archive nor an extracted image folder, a part is missing, a checksum does
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlm.benchmarks import BENCHMARKS, Benchmark, get
 from vlm.data.errors import DataError
 
 ARCHIVE = "image.zip"
@@ -40,15 +42,14 @@ PART_RE = re.compile(r"^image\.zip\.part-([A-Za-z0-9]+)$")
 CHUNK = 8 << 20
 WINDOW = 1 << 20  # bytes compared at each part boundary / at the end of a partial join
 SHIPPED_CHECKSUMS = (("sha256", "image.zip.sha256"), ("md5", "image.zip.md5"))
-IMAGE_ROOT_CANDIDATES = (".", "images", "image")
-DATASETS = ("llava-cot",)
+DATASETS = tuple(name for name, b in BENCHMARKS.items() if b.image_archive)
 
 Log = Callable[[str], None]
 
 
 @dataclass
 class Config:
-    """Prepare a downloaded dataset (llava-cot: join image.zip.part-*, extract, validate train.jsonl)."""
+    """Prepare a downloaded dataset (join image.zip.part-*, extract, validate; llava-cot: train.jsonl)."""
 
     dataset: str = field(metadata={"help": "dataset layout", "choices": list(DATASETS), "positional": True})
     root: str = field(metadata={"help": "dataset folder (train.jsonl + image.zip.part-*); extracted here"})
@@ -360,30 +361,9 @@ def _image_folders(root: Path) -> list[Path]:
     return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
 
-def find_image_root(root: Path, train: Path, probe: int = 200) -> tuple[Path, int, int]:
-    """(image root, images found, images probed) among IMAGE_ROOT_CANDIDATES, by the first ``probe`` records."""
-    from vlm.data.llava_cot import image_path_problem, iter_records
-
-    images = []
-    for _, rec, _ in iter_records(train):
-        if isinstance(rec, dict) and isinstance(rec.get("image"), str) and rec["image"].strip():
-            images.append(rec["image"])
-            if len(images) >= probe:
-                break
-    best = (root, -1)
-    for name in IMAGE_ROOT_CANDIDATES:
-        cand = (root / name) if name != "." else root
-        if cand.is_dir():
-            found = sum(image_path_problem(im, cand) is None for im in images)
-            if found > best[1]:
-                best = (cand, found)
-    return best[0], max(best[1], 0), len(images)
-
-
-def prepare_llava_cot(root: Path, check_only: bool = False, log: Log = print) -> int:
+def prepare(bench: Benchmark, root: Path, check_only: bool = False, log: Log = print) -> int:
     if not root.is_dir():
         raise DataError.single(root, "-", "dataset folder not found")
-    train = root / "train.jsonl"
     if not check_only:
         parts = find_parts(root)
         archive = root / ARCHIVE
@@ -410,18 +390,11 @@ def prepare_llava_cot(root: Path, check_only: bool = False, log: Log = print) ->
     elif not _image_folders(root):
         hint = "run without --check_only to join and extract them" if find_parts(root) else "download and extract the images first"
         raise DataError.single(root, "-", f"no extracted image folder ({hint})")
-    if not train.is_file():
-        raise DataError.single(train, "-", "file not found (LLaVA-CoT-100k ships train.jsonl next to the image parts)")
-    image_root, found, probed = find_image_root(root, train)
-    log(f"image root: {image_root} ({found} of the first {probed} records' images found there)")
-    from vlm.data.llava_cot import scan
-
-    report = scan(train, image_root)
-    log(report.render())
+    bench.check_download(root, log)
     return 0
 
 
 def main(cfg: Config) -> int:
-    if cfg.dataset == "llava-cot":
-        return prepare_llava_cot(Path(cfg.root), cfg.check_only)
+    if cfg.dataset in DATASETS:
+        return prepare(get(cfg.dataset), Path(cfg.root), cfg.check_only)
     raise DataError.single("prepare", "dataset", f"unknown dataset '{cfg.dataset}' (supported: {', '.join(DATASETS)})")

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlm.data import BENCHMARKS, load_samples
+from vlm.benchmarks import BENCHMARKS, load_samples
 from vlm.data.errors import DataError
 from vlm.data.sample import Sample
 from vlm.io import atomic_write_text

@@ -15,11 +15,10 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlm.data import BENCHMARKS, detect_file, load_samples
-from vlm.data.common import read_json
+from vlm.benchmarks import BENCHMARKS, detect_file, get, load_samples
+from vlm.data.common import is_json_list, read_json
 from vlm.data.errors import DataError
-from vlm.data.llava_cot import is_json_list
-from vlm.data.split import GROUP_BY, assign, check_ratios, read_jsonl, rebuild, units_of
+from vlm.data.split import GROUP_BY, assign, check_ratios, read_jsonl
 from vlm.io import atomic_write_bytes, dumps_json
 
 
@@ -45,21 +44,22 @@ def main(cfg: Config) -> int:
     benchmark = detect_file(src) if cfg.benchmark == "auto" else cfg.benchmark
     if not benchmark:
         raise DataError.single(src, "top level", f"cannot tell the benchmark format; pass --benchmark {'|'.join(BENCHMARKS)}")
+    bench = get(benchmark, src)
     # Full validation (structure, types, duplicate ids; text only) before anything is written.
     load_samples(src, benchmark)
-    if cfg.group_by == "change" and benchmark != "hypo3d":
-        raise DataError.single(src, "group_by", f"'change' groups need Hypo3D context changes ({benchmark} has none); "
-                                                "use scene or none")
     lines = None  # a JSONL input's own lines, written back unchanged
-    if benchmark == "llava-cot" and not is_json_list(src):
+    if bench.jsonl and not is_json_list(src):
         data, lines = read_jsonl(src)
     else:
         data = read_json(src)
+    units = bench.split_units(data)
+    if cfg.group_by == "change" and units and all(u.change_key == u.unit_key for u in units):  # no context changes
+        raise DataError.single(src, "group_by", f"'change' groups need Hypo3D context changes ({benchmark} has none); "
+                                                "use scene or none")
     check_ratios(cfg.ratios, cfg.names, src)
     if len(set(cfg.names)) != len(cfg.names):
         raise DataError.single(src, "names", f"split names must differ: {cfg.names}")
 
-    units = units_of(data, benchmark)
     parts = assign(units, cfg.ratios, cfg.names, cfg.seed, cfg.group_by, src)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else src.parent
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,7 @@ def main(cfg: Config) -> int:
     for name in cfg.names:
         chosen = parts[name]
         if lines is None:
-            blobs[out_dir / f"{name}{ext}"] = dumps_json(rebuild(data, benchmark, chosen)).encode("utf-8")
+            blobs[out_dir / f"{name}{ext}"] = dumps_json(bench.split_rebuild(data, {u.path for u in chosen})).encode("utf-8")
         else:
             blobs[out_dir / f"{name}{ext}"] = b"".join(lines[u.path[0]] for u in chosen)
         manifest["splits"][name] = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from vlm.data import BENCHMARKS, load_samples
+from vlm.benchmarks import BENCHMARKS, load_samples
 
 
 @dataclass
@@ -36,7 +36,7 @@ def main(cfg: Config) -> int:
     qtypes = Counter(t for s in samples for t in s.question_type)
     ctypes = Counter(s.context.get("change_type") for s in samples if s.context.get("change_type"))
     bench = samples[0].benchmark if samples else cfg.benchmark
-    groups = "images" if bench in ("aokvqa", "llava-cot") else "scenes"
+    groups = BENCHMARKS[bench].group_noun if bench in BENCHMARKS else "scenes"
     print(f"{cfg.data}: OK — {len(samples)} questions, {len({s.scene_id for s in samples})} {groups} ({bench})")
     for title, counts in (("question types", qtypes), ("change types", ctypes)):
         if counts:

@@ -1,4 +1,4 @@
-"""LLaVA-CoT-100k format: ``train.jsonl``, one LLaVA conversation per line (a JSON list file is read too)::
+"""LLaVA-CoT-100k: ``train.jsonl``, one LLaVA conversation per line (a JSON list file is read too)::
 
     {"id": "...", "image": "coco/train2017/000000123456.jpg",
      "conversations": [{"from": "human", "value": "<image>\\nWhat is ...?"},
@@ -32,8 +32,14 @@ non-strict: bad records are skipped); ``scan`` counts good and bad records by re
 A reason reads ``KIND`` or ``KIND: detail``; ``reason_kind`` keeps the part before ``": "`` so a report can
 count 100k records by a handful of kinds (``image not found``, ``missing tag <CAPTION>``, …).
 
-The committed toy sample (``llava_cot_dataset/sample``) is written by
-``python -m vlm.data.llava_cot --write-sample llava_cot_dataset/sample`` (deterministic per ``--seed``).
+Metrics (the paper evaluates task accuracy of the ``<CONCLUSION>``; references are the conclusion text):
+``em`` = exact match after ``ptb_tokenize`` (ScanQA's ``em@1_clean``) against any reference — task accuracy
+where answers are short words or phrases; our caption-style additions for sentence answers: BLEU-1..4,
+ROUGE-L, CIDEr, METEOR (``vlm.metrics.caption_scores``, overall and per group, as for ScanQA) and ``sbert``
+(best reference).
+
+The committed toy sample (``llava_cot_dataset/sample``) is written by ``vlm.data.toyworld.write_llava_cot_sample``:
+``python -m vlm.benchmarks.llava_cot --write-sample llava_cot_dataset/sample`` (deterministic per ``--seed``).
 """
 
 from __future__ import annotations
@@ -48,11 +54,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlm.data.common import check_images_dir
+from vlm.benchmarks.base import Benchmark, Log, Row
+from vlm.data.common import check_images_dir, is_json_list, read_json
 from vlm.data.errors import DataError, Problems
 from vlm.data.sample import Sample
 
-BENCHMARK = "llava-cot"
+NAME = "llava-cot"
 TAGS = ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION")
 IMAGE_TOKEN = "<image>"
 ROLES = ("human", "gpt")
@@ -189,22 +196,11 @@ def validate_record(rec: Any, image_root: str | Path | None = None) -> list[str]
 # ---------------------------------------------------------------------------------------------------
 
 
-def is_json_list(path: str | Path) -> bool:
-    """True for a JSON list file, False for JSONL (one record per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError.single(path, "-", "file not found")
-    with path.open("rb") as f:
-        return f.read(4096).lstrip().startswith(b"[")
-
-
 def iter_records(path: str | Path) -> Iterator[tuple[str, Any, str | None]]:
     """(location, record or None, reason the line is unreadable or None) for JSONL or a JSON list file.
     Streams JSONL line by line (100k records need not sit in memory twice)."""
     path = Path(path)
     if is_json_list(path):
-        from vlm.data.common import read_json
-
         data = read_json(path)
         if not isinstance(data, list):
             raise DataError.single(path, "top level", f"expected a list of records, got {type(data).__name__}")
@@ -269,7 +265,7 @@ def record_samples(rec: dict, image_root: str | Path | None) -> list[Sample]:
         context["history"] = [list(p) for p in pairs[:-1]]
     return [Sample(
         id=str(rec["id"]),
-        benchmark=BENCHMARK,
+        benchmark=NAME,
         scene_id=scene_id_of(image_rel),
         image=image,
         question=question,
@@ -339,99 +335,71 @@ def scan(path: str | Path, image_root: str | Path | None = None) -> ScanReport:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Toy-world sample in exactly this format
+# The download (``python -m vlm prepare llava-cot``) and the benchmark
 # ---------------------------------------------------------------------------------------------------
 
-ANSWER_PROMPT = "Answer the question using a single word or phrase."
+IMAGE_ROOT_CANDIDATES = (".", "images", "image")
 
 
-def _names(objs) -> str:
-    names = [f"the {o.name}" for o in objs]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+def find_image_root(root: Path, train: Path, probe: int = 200) -> tuple[Path, int, int]:
+    """(image root, images found, images probed) among IMAGE_ROOT_CANDIDATES, by the first ``probe`` records."""
+    images = []
+    for _, rec, _ in iter_records(train):
+        if isinstance(rec, dict) and isinstance(rec.get("image"), str) and rec["image"].strip():
+            images.append(rec["image"])
+            if len(images) >= probe:
+                break
+    best = (root, -1)
+    for name in IMAGE_ROOT_CANDIDATES:
+        cand = (root / name) if name != "." else root
+        if cand.is_dir():
+            found = sum(image_path_problem(im, cand) is None for im in images)
+            if found > best[1]:
+                best = (cand, found)
+    return best[0], max(best[1], 0), len(images)
 
 
-def toy_summary(q) -> str:
-    tasks = {
-        "where": "say where that object is", "relative": "work out where one object lies seen from the other",
-        "what_at": "name what stands in that part of the room", "colour": "say what colour it is",
-        "exists": "check whether such an object is there", "bigger": "compare the sizes of the two objects",
-    }
-    task = "count the matching objects" if q.template.startswith("count") else tasks.get(q.template, "answer the question")
-    return f"I will find the objects the question is about in the top view of the room and {task}."
+class LLaVACoT(Benchmark):
+    name = NAME
+    headline = "em"
+    metrics = ("em",)
+    corpus_captions = True
+    group_noun = "images"
+    jsonl = True
+    image_archive = True
+
+    def claims(self, data: Any) -> bool:
+        return isinstance(data, dict) and "conversations" in data  # a one-line JSONL file read as JSON
+
+    def claims_record(self, record: Any) -> bool:
+        return isinstance(record, dict) and "conversations" in record
+
+    def load(self, path, images_dir=None, *, data=None, **options) -> list[Sample]:
+        """``images_dir``: the image root the records' relative paths start from."""
+        return load_llava_cot(path, images_dir)
+
+    def split_group(self, record: dict) -> str:
+        return scene_id_of(record["image"])  # every record about one image
+
+    def score(self, preds, *, sbert_model, normalization) -> list[Row]:
+        from vlm.metrics.text import ptb_exact_match  # vlm.metrics imports the registry, so not at the top
+
+        return [{"em": ptb_exact_match(p.prediction, p.references)} for p in preds]  # ScanQA's em@1_clean
+
+    def check_download(self, root: Path, log: Log) -> None:
+        """Validate every record of ``root/train.jsonl`` against the image root (``root``, or ``root/images`` /
+        ``root/image`` when the records' images are found there) and log good / bad counts by reason."""
+        train = root / "train.jsonl"
+        if not train.is_file():
+            raise DataError.single(train, "-", "file not found (LLaVA-CoT-100k ships train.jsonl next to the image parts)")
+        image_root, found, probed = find_image_root(root, train)
+        log(f"image root: {image_root} ({found} of the first {probed} records' images found there)")
+        log(scan(train, image_root).render())
 
 
-def toy_reasoning(scene, q) -> str:
-    """A short derivation of a toy-world answer from the scene graph (the objects the question is about)."""
-    from vlm.data.toyworld import _kind_area, number_word, position_phrase
-
-    grid, objs = scene.grid, list(q.objects)
-    where = {o.id: position_phrase(o.row, o.col, grid) for o in scene.objects}
-    if q.template == "where":
-        o = objs[0]
-        return f"The {o.name} is in row {o.row + 1}, column {o.col + 1} of the {grid}x{grid} grid, the {where[o.id]} of the room."
-    if q.template == "relative":
-        a, b = objs
-        return (f"The {a.name} is in row {a.row + 1}, column {a.col + 1}; the {b.name} is in row {b.row + 1}, "
-                f"column {b.col + 1}. Seen from the {b.name}, the {a.name} lies to the {q.answer}.")
-    if q.template == "what_at":
-        return f"That part of the room holds {_names(objs)}." if objs else "No object stands in that part of the room."
-    if q.template == "colour":
-        return f"The only {objs[0].kind} in the room is the {objs[0].name}."
-    if q.template.startswith("count"):
-        n = number_word(len(objs))
-        return f"The matching objects are {_names(objs)}; that makes {n}." if objs else "No object matches; that makes zero."
-    if q.template == "exists":
-        if q.answer == "yes":
-            return f"The {objs[0].name} is at the {where[objs[0].id]} of the room."
-        seen = f" The {objs[0].kind}s there are {_names(objs)}." if objs else ""
-        return f"No object in the room is the {q.mentions[0]}.{seen}"
-    if q.template == "bigger":
-        a, b = sorted(objs, key=lambda o: -_kind_area(o.kind))
-        return f"A {a.kind} is drawn larger than a {b.kind}, so the {a.name} is bigger than the {b.name}."
-    return f"The objects involved are {_names(objs)}." if objs else "Reading the scene answers it."
-
-
-def toy_records(seed: int = 0, scenes: int = 25, per_scene: int = 4, image_size: int = 48) -> tuple[list[dict], dict[str, bytes]]:
-    """(records, {relative image path: PNG bytes}); ids ``toy-<scene>-<k>``, images ``toy/<scene>.png``.
-
-    Three layouts by scene index (``index % 3``), so the sample holds both the LLaVA-style records and the
-    official generator's: 0, one turn with ``<image>\\n`` before the question; 1, one turn without the
-    placeholder; 2, two turns without it (record k asks question k, then question k+1 of the same scene)."""
-    from vlm.data import toyworld as tw
-
-    world = tw.generate_world(tw.Config(scenes=scenes, seed=seed, image_size=image_size))
-    records, images = [], {}
-    for scene in world:
-        rel = f"toy/{scene.scene_id}.png"
-        images[rel] = tw.png_bytes(tw.render(scene, image_size))
-        qs = tw.scanqa_questions(scene, tw.scene_rng(seed, scene.index, "llava-cot"), per_scene)
-        layout = scene.index % 3
-        for k, q in enumerate(qs):
-            turns = [q, qs[(k + 1) % len(qs)]] if layout == 2 and len(qs) > 1 else [q]
-            conversations = []
-            for t in turns:
-                cot = (f"<SUMMARY>{toy_summary(t)}</SUMMARY> <CAPTION>{tw.describe(scene)}</CAPTION> "
-                       f"<REASONING>{toy_reasoning(scene, t)}</REASONING> <CONCLUSION>{t.answer}</CONCLUSION>")
-                conversations += [{"from": "human", "value": f"{t.question}\n{ANSWER_PROMPT}"}, {"from": "gpt", "value": cot}]
-            if layout == 0:
-                conversations[0]["value"] = f"{IMAGE_TOKEN}\n{conversations[0]['value']}"
-            records.append({"id": f"toy-{scene.scene_id}-{k}", "image": rel, "conversations": conversations})
-    return records, images
-
-
-def write_sample(out: str | Path, seed: int = 0, scenes: int = 25, per_scene: int = 4) -> int:
-    """Write ``out/train.jsonl`` + ``out/images/toy/<scene>.png``; returns the number of records."""
-    from vlm.io import atomic_write_bytes, atomic_write_text
-
-    out = Path(out)
-    records, images = toy_records(seed, scenes, per_scene)
-    for rel, data in images.items():
-        atomic_write_bytes(out / "images" / rel, data)
-    atomic_write_text(out / "train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    return len(records)
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the committed toy sample (vlm.data.toyworld writes it)
+    from vlm.data import toyworld
     from vlm.data.common import write_sample_cli
 
-    write_sample_cli(write_sample, "write the toy-world LLaVA-CoT sample (train.jsonl + images/toy/*.png)", "llava-cot sample: {n} records -> {out}")
+    write_sample_cli(toyworld.write_llava_cot_sample, "write the toy-world LLaVA-CoT sample (train.jsonl + images/toy/*.png)",
+                     "llava-cot sample: {n} records -> {out}")

@@ -1,4 +1,4 @@
-"""A-OKVQA format: a JSON list of questions about COCO 2017 images::
+"""A-OKVQA: a JSON list of questions about COCO 2017 images::
 
     {"question_id": str, "question": str, "choices": [4 str], "correct_choice_idx": int,
      "direct_answers": [10 str], "difficult_direct_answer": bool, "rationales": [3 str], "image_id": int}
@@ -9,7 +9,7 @@ does not name its COCO split). The test split
 carries no answers: ``correct_choice_idx``, ``direct_answers``, ``difficult_direct_answer`` and ``rationales``
 may be missing when ``split == "test"`` or, in a file whose name names no split, when no question carries
 ``correct_choice_idx`` or ``direct_answers`` (its Samples then have ``answers == []``); such an unlabelled file loads for prediction-only runs and
-the loader says so (``FILE: note: …`` on stderr); MC / DA need labels (``vlm.metrics`` refuses to score
+the loader says so (``FILE: note: …`` on stderr); MC / DA need labels (scoring refuses
 unlabelled records instead of reporting 0 or NaN).
 
 Quirks of the real files: A-OKVQA v1.0 val and test hold a handful of questions with an empty string among
@@ -47,26 +47,38 @@ and ``aokvqa_utils.py`` (``map_to_choices``):
   ``["s", "", "b", "f"]``; a literal choice "b" wins over the letter, exact matches come first).
 
 Scores are fractions in [0, 1] (the official script prints percentages).
+
+
+In metrics.json (``python -m vlm metrics``): ``mc`` (the headline) and ``da`` as above — ``da`` is NaN per sample
+for difficult questions, left out of the mean and of its bootstrap CI, and ``n_da`` says how many questions
+count; with SBERT, ``mc_sbert_mapped``: MC after mapping a free-text prediction that names no choice to the
+choice of highest cosine similarity. The official ``remap_predictions.py`` uses averaged GloVe embeddings
+(``average_word_embeddings_glove.6B.300d``), which are not available offline; we use the packaged MiniLM
+sentence embeddings instead, so this number approximates the official remapped MC and ``mc`` stays the
+headline; ``sbert``: best cosine over the references (correct choice + direct answers). Records without
+labels (the unlabelled test split, ``correct_choice_idx`` null) are refused with "no labels".
 """
 
 from __future__ import annotations
 
-import io
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vlm.benchmarks.base import Benchmark, Row
 from vlm.data.common import check_images_dir, check_str, check_unique_ids, read_json
 from vlm.data.errors import DataError, Problems
 from vlm.data.sample import Sample
 
-BENCHMARK = "aokvqa"
+NAME = "aokvqa"
 SPLITS = ("train", "val", "test")
 N_CHOICES, N_DIRECT, N_RATIONALES = 4, 10, 3
 ANSWER_KEYS = ("correct_choice_idx", "direct_answers", "difficult_direct_answer", "rationales")  # absent in test
 LABEL_KEYS = ("correct_choice_idx", "direct_answers")  # a file where no question has these is unlabelled
+RECORD_KEYS = ("choices", "correct_choice_idx", "direct_answers", "difficult_direct_answer")  # what MC / DA need
 
 
 def coco_path(coco_root: str | Path, split: str, image_id: int) -> Path:
@@ -183,7 +195,7 @@ def parse_aokvqa(data: Any, file: str | Path, coco_root: Path | None = None, spl
         idx = answers["correct_choice_idx"]
         sample = Sample(
             id=qid,
-            benchmark=BENCHMARK,
+            benchmark=NAME,
             scene_id=str(image_id),  # questions about one image stay on one side of a split
             image=images.get(image_id),
             question=question,
@@ -303,91 +315,108 @@ def rationale_target(sample: Sample, which: int = 0) -> str:
     """Rationale-based CoT training target: ``"{rationale}\\nAnswer: {correct choice}"``."""
     rationales = sample.context.get("rationales") or []
     if not sample.answers:
-        raise DataError.single(BENCHMARK, f"question {sample.id}", "no answer (test split): no training target")
+        raise DataError.single(NAME, f"question {sample.id}", "no answer (test split): no training target")
     if not 0 <= which < len(rationales):
-        raise DataError.single(BENCHMARK, f"question {sample.id}", f"no rationale #{which} (it has {len(rationales)})")
+        raise DataError.single(NAME, f"question {sample.id}", f"no rationale #{which} (it has {len(rationales)})")
     return f"{rationales[which]}\nAnswer: {sample.answers[0]}"
 
 
 # ---------------------------------------------------------------------------------------------------
-# Toy-world sample in exactly this format
+# The benchmark
 # ---------------------------------------------------------------------------------------------------
 
-_DIRECTIONS = ("front", "back", "left", "right", "front left", "front right", "back left", "back right")
+
+def _nan_if_none(x: float | None) -> float:
+    return math.nan if x is None else float(x)
 
 
-def _distractor_vocab(scene, q) -> list[str]:
-    from vlm.data import toyworld as tw
-
-    t = q.template
-    if t == "where":
-        return sorted({tw.position_phrase(r, c, scene.grid) for r in range(scene.grid) for c in range(scene.grid)})
-    if t == "relative":
-        return list(_DIRECTIONS)
-    if t == "colour":
-        return list(tw.COLOURS)
-    if t.startswith("count"):
-        return [tw.number_word(n) for n in range(10)]
-    names = [o.name for o in scene.objects] + [f"{c} {k}" for c in tw.COLOURS for k in tw.KINDS]
-    return list(dict.fromkeys(names + (["nothing"] if t == "what_at" else [])))
+def _str_list(value: Any) -> bool:  # empty items allowed: the real files have a few (scored as officially)
+    return isinstance(value, list) and bool(value) and all(isinstance(x, str) for x in value)
 
 
-def toy_questions(seed: int = 0, scenes: int = 25, per_scene: int = 4, image_size: int = 48) -> tuple[list[dict], dict[int, bytes]]:
-    """(A-OKVQA records, {image_id: JPEG bytes}); deterministic per seed. Multiple choice = the answer + 3
-    distractors of the same kind; 10 direct answers (accepted phrasings, some noise; about one question in
-    eight is 'difficult': its direct answers disagree); rationales from the scene graph."""
-    from vlm.data import toyworld as tw
-    from vlm.data.llava_cot import toy_reasoning
+class AOKVQA(Benchmark):
+    name = NAME
+    headline = "mc"
+    metrics = ("mc", "da", "mc_sbert_mapped")
+    counted = ("da",)  # difficult questions are out of DA
+    record_keys = RECORD_KEYS
+    train_recipe = "rationale"
+    group_noun = "images"
 
-    world = tw.generate_world(tw.Config(scenes=scenes, seed=seed, image_size=image_size))
-    records, images = [], {}
-    for scene in world:
-        image_id = scene.index + 1
-        buf = io.BytesIO()
-        tw.render(scene, image_size).save(buf, format="JPEG", quality=95, subsampling=0)
-        images[image_id] = buf.getvalue()
-        rng = tw.scene_rng(seed, scene.index, "aokvqa")
-        pool = [q for q in tw.candidate_questions(scene) if q.template != "exists"]  # yes/no has no 4 choices
-        for k, q in enumerate(tw.choose_questions(pool, per_scene, rng)):
-            wrong = [a for a in _distractor_vocab(scene, q) if a not in q.answers]
-            must = [o.name for o in q.objects if o.name != q.answer] if q.template == "bigger" else []  # the other one
-            choices = [q.answer, *must, *rng.sample([w for w in wrong if w not in must], N_CHOICES - 1 - len(must))]
-            rng.shuffle(choices)
-            difficult = rng.random() < 0.125
-            alts = list(q.answers[1:]) or [q.answer]
-            n_gold = rng.randint(2, 3) if difficult else rng.randint(5, 9)
-            noise = rng.sample(wrong, 4) if difficult else rng.sample(wrong, rng.randint(0, 1))
-            direct = [q.answer] * n_gold + noise
-            direct += [rng.choice(alts) for _ in range(N_DIRECT - len(direct))]
-            rng.shuffle(direct)
-            reasoning = toy_reasoning(scene, q)
-            records.append({
-                "question_id": f"toy-{scene.scene_id}-{k}",
-                "question": q.question,
-                "choices": choices,
-                "correct_choice_idx": choices.index(q.answer),
-                "direct_answers": direct,
-                "difficult_direct_answer": difficult,
-                "rationales": [reasoning, f"From the top view: {tw.describe(scene)} {reasoning}",
-                               f"{reasoning} So the answer is {q.answer}."],
-                "image_id": image_id,
-            })
-    return records, images
+    def claims_record(self, record: Any) -> bool:
+        return isinstance(record, dict) and "choices" in record and "image_id" in record
+
+    def load(self, path, images_dir=None, *, data=None, **options) -> list[Sample]:
+        """``images_dir``: a COCO root when it holds the ``{split}2017`` folder of the split the file name names
+        (``aokvqa_v1p0_val.json``), else the folder of ``{image_id:012}.jpg`` itself (what a split file such as
+        ``cot_test.json`` needs)."""
+        split = split_from_name(path)
+        coco = bool(images_dir) and split is not None and (Path(images_dir) / f"{split}2017").is_dir()
+        return load_aokvqa(path, images_dir if coco else None, image_dir=None if coco else images_dir)
+
+    def default_images_dir(self, path: Path) -> Path:
+        """``<dir>/<split>2017`` when the file name names the split, else ``<dir>`` (a split file next to its images)."""
+        split = split_from_name(path)
+        return path.parent / f"{split}2017" if split else path.parent
+
+    def split_group(self, record: dict) -> str:
+        return str(record["image_id"])  # every question about one COCO image
+
+    def task_text(self, sample: Sample) -> str:
+        text = super().task_text(sample)
+        if sample.context.get("choices"):  # the multiple-choice setting shows the options
+            text += "\nChoices: " + ", ".join(sample.context["choices"])
+        return text
+
+    def score(self, preds, *, sbert_model, normalization) -> list[Row]:
+        for p in preds:
+            missing = [k for k in RECORD_KEYS if k not in p.context]
+            if missing:
+                raise ValueError(f"A-OKVQA record '{p.id}' lacks {', '.join(missing)} (write records with prediction_record)")
+        unlabelled = [p.id for p in preds if p.context["correct_choice_idx"] is None]
+        if unlabelled:  # an unlabelled test split: say so instead of scoring 0 or NaN
+            raise ValueError(f"no labels: {len(unlabelled)} of {len(preds)} A-OKVQA records have no correct_choice_idx "
+                             f"(e.g. '{unlabelled[0]}'; the unlabelled test split is prediction-only) — nothing to score")
+        samples = [p.as_sample() for p in preds]
+        rows = [{"mc": _nan_if_none(mc_score(p.prediction, s)), "da": _nan_if_none(da_score(p.prediction, s))}
+                for p, s in zip(preds, samples)]
+        if sbert_model is not None:
+            from vlm.metrics.text import sbert_encoder
+
+            encoder = sbert_encoder([t for p in preds for t in (p.prediction, *p.context["choices"])], sbert_model)
+            for row, p, s in zip(rows, preds, samples):
+                row["mc_sbert_mapped"] = _nan_if_none(mc_score(p.prediction, s, encoder))
+        return rows
+
+    def check_record(self, record: Mapping[str, Any], bad: Callable[[str, str], None]) -> None:
+        """The keys MC / DA need (written by ``prediction_record`` from the Sample's context)."""
+        hint = " (written by prediction_record from the A-OKVQA sample)"
+        for key in RECORD_KEYS:
+            if key not in record:
+                bad(key, "missing" + hint)
+        choices = record.get("choices")
+        if "choices" in record and not _str_list(choices):
+            bad("choices", f"expected a non-empty list of strings, got {json.dumps(choices)[:60]}")
+            choices = None
+        idx = record.get("correct_choice_idx")
+        if idx is None and "correct_choice_idx" in record:
+            bad("correct_choice_idx", "null: an unlabelled question (A-OKVQA test split); MC / DA need labels, "
+                "score a labelled split (val, test_w_ans)")
+        elif "correct_choice_idx" in record:
+            n = len(choices) if choices else N_CHOICES
+            if not _is_int(idx) or not 0 <= idx < n:
+                bad("correct_choice_idx", f"expected an integer in 0..{n - 1}, got {json.dumps(idx)[:60]}")
+        direct = record.get("direct_answers")
+        if "direct_answers" in record and not _str_list(direct) and not (idx is None and direct == []):
+            bad("direct_answers", f"expected a non-empty list of strings, got {json.dumps(direct)[:60]}")
+        difficult = record.get("difficult_direct_answer")
+        if "difficult_direct_answer" in record and not isinstance(difficult, bool):
+            bad("difficult_direct_answer", f"expected true or false, got {json.dumps(difficult)[:60]}")
 
 
-def write_sample(out: str | Path, seed: int = 0, scenes: int = 25, per_scene: int = 4) -> int:
-    """Write ``out/aokvqa_val.json`` + ``out/val2017/<image_id:012>.jpg``; returns the number of questions."""
-    from vlm.io import atomic_write_bytes, dumps_json
-
-    out = Path(out)
-    records, images = toy_questions(seed, scenes, per_scene)
-    for image_id, data in images.items():
-        atomic_write_bytes(coco_path(out, "val", image_id), data)
-    atomic_write_bytes(out / "aokvqa_val.json", dumps_json(records).encode("utf-8"))
-    return len(records)
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the committed toy sample (vlm.data.toyworld writes it)
+    from vlm.data import toyworld
     from vlm.data.common import write_sample_cli
 
-    write_sample_cli(write_sample, "write the toy-world A-OKVQA sample (aokvqa_val.json + val2017/*.jpg)", "aokvqa sample: {n} questions -> {out}")
+    write_sample_cli(toyworld.write_aokvqa_sample, "write the toy-world A-OKVQA sample (aokvqa_val.json + val2017/*.jpg)",
+                     "aokvqa sample: {n} questions -> {out}")
