@@ -67,12 +67,24 @@ class Problems:
             raise DataError([(str(self.file), loc, msg) for loc, msg in self.items])
 
 
+def flags_below(config, minimums: dict[str, float], where: str = "flags") -> list[tuple[str, str, str]]:
+    """One ``flags: --name: must be >= low, got value`` problem per option of ``config`` below its minimum."""
+    return [(where, f"--{name}", f"must be >= {low}, got {getattr(config, name)}")
+            for name, low in minimums.items() if getattr(config, name) < low]
+
+
 class DataError(ValueError):
     """Bad input data. ``lines`` are (file, location, message) triples, all of them."""
 
     def __init__(self, lines: list[tuple[str, str, str]]):
         self.lines = lines
         super().__init__(self.render())
+
+    @classmethod
+    def raise_if(cls, lines: list[tuple[str, str, str]]) -> None:
+        """Raise one DataError holding every problem found, if any."""
+        if lines:
+            raise cls(lines)
 
     @classmethod
     def single(cls, file: str | Path, location: str, message: str) -> "DataError":

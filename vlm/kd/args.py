@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vlm.data.errors import DataError
+from vlm.data.errors import DataError, flags_below
 from vlm.kd.losses import DEFAULT_CHUNK_ROWS, DIVERGENCES
 
 
@@ -38,11 +38,9 @@ class KDArguments:
                              f"unknown divergence '{self.divergence}' (known: {', '.join(DIVERGENCES)})"))
         if not 0.0 <= self.jsd_beta <= 1.0:
             problems.append(("flags", "--jsd_beta", f"must be in [0, 1], got {self.jsd_beta}"))
-        if self.logit_chunk_rows < 1:
-            problems.append(("flags", "--logit_chunk_rows", f"must be >= 1, got {self.logit_chunk_rows}"))
+        problems += flags_below(self, {"logit_chunk_rows": 1})
         return problems
 
     def __post_init__(self) -> None:
         problems = self.kd_problems()
-        if problems:
-            raise DataError(problems)
+        DataError.raise_if(problems)

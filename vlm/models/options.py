@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 
-from vlm.data.errors import DataError
+from vlm.data.errors import flags_below
 
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -35,19 +35,16 @@ class ModelOptions:
     max_pixels: int = field(default=0, metadata={
         "help": "Qwen2-VL image budget: upper bound on resized pixels; image tokens = pixels / 784 (0 = the checkpoint's, 28*28*1280 on hub checkpoints)"})
 
-    def check_model_options(self, where: str = "flags") -> None:
-        """One DataError listing every bad value (before any model is loaded)."""
+    def model_option_problems(self, where: str = "flags") -> list[tuple[str, str, str]]:
+        """Every bad value of these options, one (where, --flag, what) each; stages check them when parsed."""
         problems = []
         if self.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
             problems.append((where, "--attn_implementation", "flash_attention_2 needs the flash-attn package "
                                                               "(pip install -r requirements-gpu.txt, CUDA only)"))
-        for name in ("max_image_tiles", "min_pixels", "max_pixels"):
-            if getattr(self, name) < 0:
-                problems.append((where, f"--{name}", f"must be >= 0, got {getattr(self, name)}"))
+        problems += flags_below(self, {"max_image_tiles": 0, "min_pixels": 0, "max_pixels": 0}, where)
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
             problems.append((where, "--min_pixels", f"{self.min_pixels} is above --max_pixels {self.max_pixels}"))
-        if problems:
-            raise DataError(problems)
+        return problems
 
     def image_budget(self) -> dict:
         return {"max_image_tiles": self.max_image_tiles, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels}

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlm.data import SplitInput
-from vlm.data.errors import DataError
+from vlm.benchmarks import SplitInput
+from vlm.data.errors import DataError, flags_below
 from vlm.distributed import ranks
 from vlm.io import atomic_write_text, dumps_json
 from vlm.models.options import ModelOptions
@@ -37,10 +37,7 @@ class Config(SplitInput, ModelOptions):
     no_sbert: bool = field(default=False, metadata={"help": "skip the SBERT similarity metric"})
 
     def __post_init__(self) -> None:  # checked when the flags are parsed, before any data or model loads
-        problems = [("flags", f"--{name}", f"must be >= {low}, got {getattr(self, name)}")
-                    for name, low in (("batch_size", 1), ("max_new_tokens", 0)) if getattr(self, name) < low]
-        if problems:
-            raise DataError(problems)
+        DataError.raise_if(self.model_option_problems() + flags_below(self, {"batch_size": 1, "max_new_tokens": 0}))
 
 
 def main(cfg: Config) -> int:
@@ -49,7 +46,6 @@ def main(cfg: Config) -> int:
     from vlm.models import load_model
     from vlm.recipes import load_recipe
 
-    cfg.check_model_options()
     recipe = load_recipe(cfg.recipe)
     samples = cfg.samples()
     out = Path(cfg.out_dir)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from vlm.data import SplitInput
-from vlm.data.errors import DataError
+from vlm.benchmarks import SplitInput
+from vlm.data.errors import DataError, flags_below
 from vlm.kd.args import KDArguments
 from vlm.models.options import ModelOptions
 from vlm.io import atomic_write_text, dumps_json, resume_jsonl
@@ -76,18 +76,9 @@ class Config(SplitInput, ModelOptions, KDArguments):
 
     def __post_init__(self) -> None:
         """Every bad flag value at once, when the flags are parsed: before data or models load."""
-        problems = []
-        try:
-            self.check_model_options()
-        except DataError as e:
-            problems += e.lines
-        problems += self.kd_problems()
-        for name in ("batch_size", "grad_accum", "save_steps", "logging_steps", "save_total_limit"):
-            if getattr(self, name) < 1:
-                problems.append(("flags", f"--{name}", f"must be >= 1, got {getattr(self, name)}"))
-        for name in ("weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                problems.append(("flags", f"--{name}", f"must be >= 0, got {getattr(self, name)}"))
+        problems = self.model_option_problems() + self.kd_problems()
+        problems += flags_below(self, {"batch_size": 1, "grad_accum": 1, "save_steps": 1, "logging_steps": 1,
+                                       "save_total_limit": 1, "weight_decay": 0, "max_grad_norm": 0})
         if not 0.0 <= self.warmup_ratio < 1.0:  # TrainingArguments reads warmup_steps >= 1 as a step count
             problems.append(("flags", "--warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}"))
         schedules = _scheduler_types()
@@ -104,8 +95,7 @@ class Config(SplitInput, ModelOptions, KDArguments):
             problems.append(("flags", "--fsdp", "FSDP needs GPUs (on CPU, torchrun without --fsdp trains with DDP)"))
         if self.loss == "kd" and not self.cot_dir:
             problems.append(("flags", "--cot_dir", "--loss kd needs the generate_cot output folder"))
-        if problems:
-            raise DataError(problems)
+        DataError.raise_if(problems)
 
 
 def _scheduler_types() -> list[str]:

@@ -22,8 +22,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlm.data import SplitInput
-from vlm.data.errors import DataError
+from vlm.benchmarks import SplitInput
+from vlm.data.errors import DataError, flags_below
 from vlm.distributed import ranks
 from vlm.generation import sample_image
 from vlm.io import atomic_write_text, dumps_json
@@ -50,10 +50,7 @@ class Config(SplitInput, ModelOptions):
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
 
     def __post_init__(self) -> None:  # checked when the flags are parsed, before any data or model loads
-        problems = [("flags", f"--{name}", f"must be >= 1, got {getattr(self, name)}")
-                    for name in ("top_k", "batch_size", "logit_chunk_rows") if getattr(self, name) < 1]
-        if problems:
-            raise DataError(problems)
+        DataError.raise_if(self.model_option_problems() + flags_below(self, {"top_k": 1, "batch_size": 1, "logit_chunk_rows": 1}))
 
 
 def main(cfg: Config) -> int:
@@ -62,7 +59,6 @@ def main(cfg: Config) -> int:
     from vlm.models.tokenizer import tokenizer_fingerprint
     from vlm.recipes import load_recipe
 
-    cfg.check_model_options()
     recipe = load_recipe(cfg.recipe)
     samples = cfg.samples()
     out = Path(cfg.out_dir)
