@@ -3,7 +3,7 @@
 #
 #   TRAIN_DATA_PATH=… VAL_DATA_PATH=… TEST_DATA_PATH=… bash pipelines/randomize_test_cot_inference_pipeline.sh
 #
-# No split stage: the teacher LoRA, the teacher's CoT and both student trainings use TRAIN_DATA_PATH; every
+# No split stage: the teacher LoRA, the teacher's CoT and every student training use TRAIN_DATA_PATH; every
 # variant is evaluated on TEST_DATA_PATH (VAL_DATA_PATH is checked and recorded). Defaults here: the Hypo3D
 # sample's splits/{train,val,test}.json with its images/ and axis definitions, LIMIT 8, EPOCHS 1,
 # TEACHER_EPOCHS 1. The run directory is named smoke-<benchmark>.

@@ -141,6 +141,85 @@ def test_kd_finetune_and_2_process_torchrun(cot_run, tmp_path):
     assert cfg["kd_active"] is True
 
 
+def test_cot_loss_is_kd_without_the_cache(cot_run, tmp_path):
+    """--loss cot: the kd rows (the transcripts), rendering and batches, with CE only: equal ce_loss at step 1."""
+    root, zoo_dir = cot_run
+    os.environ["VLM_ZOO_DIR"] = str(zoo_dir)
+    from vlm.data import load_samples
+    from vlm.io import resume_jsonl
+    from vlm.recipes import load_recipe
+    from vlm.stages.finetune import Config, training_rows
+
+    transcripts = resume_jsonl(root / "cot" / "transcripts.jsonl")
+    cfg = Config(model="zoo:cobra-mirror", out_dir=str(tmp_path / "unused"), data=str(SAMPLE / "hypo3d.json"),
+                 loss="cot", cot_dir=str(root / "cot"))
+    samples = load_samples(SAMPLE / "hypo3d.json", images_dir=SAMPLE / "images")
+    rows = training_rows(cfg, samples, load_recipe("hypo3d-cot"))
+    assert [(s.id, outputs) for s, outputs in rows] == [(i, [p["output"] for p in t["phases"]]) for i, t in transcripts.items()]
+    logs = {}
+    for loss in ("cot", "kd"):
+        r = vlm("finetune", "--model", "zoo:cobra-mirror", *common(), "--limit", 6, "--loss", loss, "--cot_dir", root / "cot",
+                "--max_steps", 2, "--batch_size", 2, "--out_dir", tmp_path / loss, zoo_dir=zoo_dir)
+        assert r.returncode == 0, r.stderr
+        logs[loss] = [json.loads(line) for line in (tmp_path / loss / "trainer_log.jsonl").read_text().splitlines()]
+    cfg = json.loads((tmp_path / "cot" / "train_config.json").read_text())
+    assert cfg["loss"] == "cot" and cfg["kd_active"] is False and cfg["examples"] == len(transcripts) == 6
+    assert logs["cot"][0]["step"] == logs["kd"][0]["step"] == 1
+    assert "kd_loss" in logs["kd"][0] and not any("kd_loss" in entry for entry in logs["cot"])
+    assert logs["cot"][0]["ce_loss"] == logs["kd"][0]["ce_loss"], (logs["cot"][0], logs["kd"][0])
+
+
+def test_blind_rescore_of_given_transcripts_is_a_cache_a_normal_student_trains_on(cot_run, tmp_path):
+    """--transcripts + --mode blind: the same text and targets, the teacher's log-probs without the image."""
+    root, zoo_dir = cot_run
+    given = root / "cot" / "transcripts.jsonl"
+    r = vlm("generate_cot", "--teacher", "zoo:llava-ov-mirror", *common(), "--limit", 6, "--batch_size", 3, "--mode", "blind",
+            "--transcripts", given, "--out_dir", tmp_path / "blind", zoo_dir=zoo_dir)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "blind" / "cot_meta.json").read_text())
+    assert meta["transcripts_from"] == str(given) and meta["mode"] == "blind" and meta["kd"] is True
+    assert json.loads((root / "cot" / "cot_meta.json").read_text())["transcripts_from"] is None
+    assert (tmp_path / "blind" / "transcripts.jsonl").read_bytes() == given.read_bytes()  # same ids, order, bytes
+    normal, blind = LogitCache(root / "cot" / "logits"), LogitCache(tmp_path / "blind" / "logits")
+    assert normal.ids() == blind.ids()
+    differ = 0
+    for sid in normal.ids():
+        a, b = normal.get(sid), blind.get(sid)
+        assert torch.equal(a.target_ids, b.target_ids), sid
+        differ += not torch.equal(a.logprobs, b.logprobs)
+    assert differ > 0  # the teacher reads the image: without it its distributions move
+    r = vlm("finetune", "--model", "zoo:cobra-mirror", *common(), "--limit", 6, "--loss", "kd", "--cot_dir", tmp_path / "blind",
+            "--max_steps", 1, "--batch_size", 3, "--out_dir", tmp_path / "student", zoo_dir=zoo_dir)
+    assert r.returncode == 0, r.stderr  # a normal-mode student: the alignment check passes on the blind cache
+    cfg = json.loads((tmp_path / "student" / "train_config.json").read_text())
+    assert cfg["mode"] == "normal" and cfg["kd_active"] is True and cfg["examples"] == 6
+
+
+def test_given_transcripts_are_checked_one_line_per_problem(tmp_path):
+    from vlm.data import load_samples
+    from vlm.data.errors import DataError
+    from vlm.recipes import load_recipe
+    from vlm.stages.generate_cot import given_transcripts
+
+    recipe = load_recipe("hypo3d-cot")
+    samples = load_samples(SAMPLE / "hypo3d.json", images_dir=SAMPLE / "images")[:4]
+
+    def record(s, **kw):
+        return {"id": s.id, "recipe": "hypo3d-cot", "phases": [{"name": p.name, "output": "x"} for p in recipe.active(s)], **kw}
+
+    good = [record(s) for s in samples]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in good))
+    assert given_transcripts(path, samples, recipe) == {r["id"]: r for r in good}
+    bad = [good[0], record(samples[1], recipe="direct"), {**good[2], "phases": good[2]["phases"][:1]}]  # samples[3]: absent
+    path.write_text("".join(json.dumps(r) + "\n" for r in bad) + '{"id": "torn')
+    with pytest.raises(DataError) as e:
+        given_transcripts(path, samples, recipe)
+    assert [loc for _, loc, _ in e.value.lines] == ["line 4", f"id '{samples[1].id}'", f"id '{samples[2].id}'",
+                                                   f"id '{samples[3].id}'"], e.value.render()
+    assert "not --recipe 'hypo3d-cot'" in e.value.render() and "no transcript" in e.value.render()
+
+
 def test_different_tokenizer_refused_or_falls_back_to_ce(cot_run, tmp_path):
     root, zoo_dir = cot_run
     from vlm.models import zoo

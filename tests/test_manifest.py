@@ -1,4 +1,5 @@
-"""``python -m vlm.manifest study``: the study's design recorded in manifest.json, idempotent on resume."""
+"""``python -m vlm.manifest study``: the study's design (variants, blind-only ones, compared pairs, gap-recovered
+ends) recorded in manifest.json, idempotent on resume; bad flags one line each, exit 2."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO
+from vlm.data.errors import DataError
+from vlm.manifest import read_study
 
 STUDY = ["prior", "teacher_zeroshot", "teacher_lora", "student_zeroshot", "student_lora", "student_kd"]
 
@@ -44,3 +49,50 @@ def test_bad_study_flags_exit_2_and_write_nothing(tmp_path):
         r = _study(tmp_path / "run", *flags)
         assert r.returncode == 2 and message in r.stderr, r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_comparisons_and_gap_recovered_are_recorded_and_a_rerun_changes_nothing(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    flags = ["--variants", *STUDY, "student_cot_sft", "--blind_only", "prior",
+             "--compare", "student_kd:student_lora", "student_kd:student_cot_sft",
+             "--gap_recovered", "student_zeroshot:teacher_lora"]
+    r = _study(run, *flags)
+    assert r.returncode == 0, r.stderr
+    first = (run / "manifest.json").read_bytes()
+    assert json.loads(first)["study"] == {
+        "variants": [*STUDY, "student_cot_sft"], "blind_only": ["prior"],
+        "compare": [["student_kd", "student_lora"], ["student_kd", "student_cot_sft"]],
+        "gap_recovered": {"low": "student_zeroshot", "high": "teacher_lora"}}
+    r = _study(run, *flags)
+    assert r.returncode == 0 and r.stderr == "" and (run / "manifest.json").read_bytes() == first
+    study = read_study(run)
+    assert study.compare == (("student_kd", "student_lora"), ("student_kd", "student_cot_sft"))
+    assert study.gap_recovered == ("student_zeroshot", "teacher_lora")
+
+
+def test_bad_comparison_flags_exit_2_one_line_each_and_write_nothing(tmp_path):
+    base = ["--variants", "a", "b", "c"]
+    for flags, message in ((["--compare", "a"], "flags: --compare: expected VARIANT:VARIANT, got 'a'"),
+                           (["--compare", "a:b:c"], "flags: --compare: expected VARIANT:VARIANT, got 'a:b:c'"),
+                           (["--compare", "a:"], "flags: --compare: expected VARIANT:VARIANT, got 'a:'"),
+                           (["--compare", "a:z"], "flags: --compare: not among the variants: z"),
+                           (["--compare", "a:a"], "flags: --compare: compares a variant with itself: a:a"),
+                           (["--compare", "a:b", "c:b", "a:b"], "flags: --compare: names a pair twice: a:b"),
+                           (["--gap_recovered", "a"], "flags: --gap_recovered: expected VARIANT:VARIANT, got 'a'"),
+                           (["--gap_recovered", "a:q"], "flags: --gap_recovered: not among the variants: q")):
+        r = _study(tmp_path / "run", *base, *flags)
+        assert r.returncode == 2 and r.stderr == message + "\n", (flags, r.stderr)
+    r = _study(tmp_path / "run", *base, "--compare", "x", "a:a", "--gap_recovered", "b:b")  # every problem, once
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 3 and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_malformed_comparison_in_the_manifest_names_the_key(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"study": {"variants": ["a", "b"], "compare": [["a", "c"]],
+                                                                  "gap_recovered": {"low": "a"}}}))
+    with pytest.raises(DataError) as e:
+        read_study(tmp_path)
+    assert str(e.value).splitlines() == [
+        f"{tmp_path / 'manifest.json'}: key 'study.compare': not among the variants: c",
+        f"{tmp_path / 'manifest.json'}: key 'study.gap_recovered': expected {{low, high}}, got {{\"low\": \"a\"}}"]

@@ -19,6 +19,14 @@ from helpers import REPO
 PIPELINES = REPO / "pipelines"
 pytestmark = pytest.mark.slow  # ~16 min on 2 cores; CI runs it, `pytest -m "not slow"` is the quick loop
 VARIANTS = ("teacher_zeroshot", "teacher_lora", "student_zeroshot", "student_lora", "student_kd")
+# the arms that separate the CoT text from the logits: evaluated with the study's CoT recipe only
+COT_ONLY = ("student_cot_sft", "student_kd_blind_cache")
+STUDENTS = ("student_lora", "student_cot_sft", "student_kd", "student_kd_blind_cache")
+STUDY = {"variants": ["prior", "teacher_zeroshot", "teacher_lora", "student_zeroshot", "student_lora",
+                      "student_cot_sft", "student_kd", "student_kd_blind_cache"], "blind_only": ["prior"],
+         "compare": [["student_kd", "student_lora"], ["student_kd", "student_cot_sft"],
+                     ["student_kd", "student_kd_blind_cache"]],
+         "gap_recovered": {"low": "student_zeroshot", "high": "teacher_lora"}}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +59,11 @@ def check_run_dir(run_dir: Path, benchmark: str):
         for mode in ("normal", "blind"):
             metrics = json.loads((run_dir / "eval" / variant / "direct" / mode / "metrics.json").read_text())
             assert metrics["benchmark"] == benchmark
+    recipe = manifest["config"]["RECIPE"]
+    for variant in COT_ONLY:
+        assert sorted(p.name for p in (run_dir / "eval" / variant).iterdir()) == [recipe]
+        for mode in ("normal", "blind"):
+            assert (run_dir / "eval" / variant / recipe / mode / "metrics.json").is_file()
     report = (run_dir / "report" / "report.md").read_text()
     results = json.loads((run_dir / "report" / "results.json").read_text())
     rows = {(r["variant"], r["recipe"]) for r in results["tables"]["headline"]}
@@ -58,8 +71,15 @@ def check_run_dir(run_dir: Path, benchmark: str):
     assert all(r["normal"] and r["blind"] for r in results["tables"]["headline"] if r["variant"] in VARIANTS)
     for variant in VARIANTS:
         assert variant in report
+    # every declared comparison, normal and blind, each student on the recipe it was trained on
+    compared = {(r["a"], r["b"], r["mode"]): r for r in results["tables"]["comparisons"]}
+    assert set(compared) == {(a, b, m) for a, b in STUDY["compare"] for m in ("normal", "blind")}
+    for (_, b, _), r in compared.items():  # student_lora trained on gold answers (direct), the others on the CoT
+        assert r["diff"] and (r["a_recipe"], r["b_recipe"]) == (recipe, "direct" if b == "student_lora" else recipe)
+    assert "## Comparisons" in report and "gap recovered %" in report
     assert (run_dir / "report" / "normal_vs_blind.png").is_file() and (run_dir / "report" / "loss_curves.png").is_file()
     assert (run_dir / "cot" / "transcripts.jsonl").is_file() and (run_dir / "train" / "student_kd" / "adapter").is_dir()
+    assert (run_dir / "cot_blind" / "cot_meta.json").is_file()
     return results
 
 
@@ -132,6 +152,36 @@ def flag(argv: list[str], name: str):
     return argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else True
 
 
+def without(argv: list[str], *names: str) -> list[str]:
+    """argv less the named flags and their values."""
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a in names:
+            skip = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+        else:
+            out.append(a)
+    return out
+
+
+def check_student_arms(stages, run_dir: Path):
+    """The four student arms train with the same command but for the loss, its cache and the output folder; the
+    blind-cache control's teacher re-scores the first teacher's transcripts blind, with the same settings."""
+    loss_flags = ("--loss", "--cot_dir", "--alpha", "--temperature", "--divergence", "--out_dir")
+    budgets = {name: without(stages[name], *loss_flags) for name in STUDENTS}
+    assert all(b == budgets["student_lora"] for b in budgets.values()), budgets
+    assert [(flag(stages[n], "--loss"), flag(stages[n], "--cot_dir")) for n in STUDENTS] == [
+        (None, None), ("cot", f"{run_dir}/cot"), ("kd", f"{run_dir}/cot"), ("kd", f"{run_dir}/cot_blind")]
+    kd, control = (without(stages[n], "--cot_dir", "--out_dir") for n in ("student_kd", "student_kd_blind_cache"))
+    assert kd == control
+    assert [flag(stages[n], "--out_dir") for n in STUDENTS] == [f"{run_dir}/train/{n}" for n in STUDENTS]
+    blind = stages["teacher_cot_blind"]
+    assert flag(blind, "--transcripts") == f"{run_dir}/cot/transcripts.jsonl" and flag(blind, "--mode") == "blind"
+    assert flag(blind, "--out_dir") == f"{run_dir}/cot_blind" and flag(stages["teacher_cot"], "--mode") is None
+    assert without(blind, "--transcripts", "--mode", "--out_dir") == without(stages["teacher_cot"], "--out_dir")
+
+
 @pytest.mark.fast
 def test_env_flags_passes_only_the_settings_that_are_set():
     show = ('source pipelines/lib/common.sh; env_flags OUT LR:lr TOP_K:top_k FSDP=1:fsdp KD_FALLBACK=1:fallback_to_ce; '
@@ -151,8 +201,7 @@ def test_distillation_study_dry_run_splits_as_the_seed_script_and_passes_only_se
     the study's variants are in the manifest."""
     teacher, student = fake_checkpoint(tmp_path / "teacher"), fake_checkpoint(tmp_path / "student", "qwen2_vl")
     r, run_dir, manifest, stages = dry_run(tmp_path, "cot_inference_pipeline_hypo3d.sh", teacher, student)
-    assert manifest["study"] == {"variants": ["prior", "teacher_zeroshot", "teacher_lora", "student_zeroshot",
-                                              "student_lora", "student_kd"], "blind_only": ["prior"]}
+    assert manifest["study"] == STUDY
     assert manifest["config"]["LR"] == manifest["config"]["TOP_K"] == "" and manifest["config"]["SEED"] == "42"
     assert manifest["config"]["RECIPE"] == "hypo3d-cot" and manifest["seed"] == "42"
     # today's split: the seed's script (positional form) into another run dir gives the same bytes
@@ -169,8 +218,13 @@ def test_distillation_study_dry_run_splits_as_the_seed_script_and_passes_only_se
             ours, theirs = (json.loads(b) | {"input": ""} for b in (ours, theirs))
         assert ours == theirs, name
     evals = [n for n in stages if n.startswith("eval_") and n != "eval_prior"]
-    assert len(evals) == 5 * 4 and {stages[n][stages[n].index("--variant") + 1] for n in evals} == set(VARIANTS)
-    for name in ("teacher_lora", "student_lora", "student_kd"):
+    assert len(evals) == 5 * 4 + 2 * 2 and {flag(stages[n], "--variant") for n in evals} == {*VARIANTS, *COT_ONLY}
+    # the CoT-only and blind-cache arms: the CoT recipe they were trained on, normal and blind
+    cot_only = sorted((flag(stages[n], "--recipe"), flag(stages[n], "--mode")) for n in evals
+                      if flag(stages[n], "--variant") in COT_ONLY)
+    assert cot_only == [("hypo3d-cot", "blind")] * 2 + [("hypo3d-cot", "normal")] * 2
+    check_student_arms(stages, run_dir)
+    for name in ("teacher_lora", *STUDENTS):
         argv = stages[name]
         assert flag(argv, "--seed") == "42"
         assert flag(argv, "--lr") is flag(argv, "--epochs") is flag(argv, "--limit") is None
@@ -192,9 +246,14 @@ def test_sister_preset_dry_run_forwards_what_is_set(tmp_path):
     assert manifest["config"]["AXIS_DEFINITIONS"] == "" and flag(stages["teacher_lora"], "--axis_definitions") is None
     assert flag(stages["teacher_cot"], "--fallback_to_ce") is True and flag(stages["teacher_cot"], "--top_k") == "8"
     assert flag(stages["teacher_lora"], "--epochs") == "1" and flag(stages["student_lora"], "--epochs") == "2"
-    for name in ("teacher_lora", "student_lora", "student_kd"):
+    for name in ("teacher_lora", *STUDENTS):
         argv = stages[name]
         assert (flag(argv, "--lr"), flag(argv, "--seed"), flag(argv, "--limit")) == ("2e-4", "7", "4")
+    check_student_arms(stages, run_dir)
+    assert {flag(stages[n], "--epochs") for n in STUDENTS} == {"2"}
+    assert flag(stages["student_cot_sft"], "--alpha") is None
+    assert flag(stages["student_kd_blind_cache"], "--alpha") == "0.3"
+    assert flag(stages["teacher_cot_blind"], "--top_k") == "8" and flag(stages["teacher_cot_blind"], "--fallback_to_ce")
     assert flag(stages["student_kd"], "--alpha") == "0.3" and flag(stages["split_cot"], "--seed") == "7"
     assert "eval_student_kd_direct_blind" in stages and flag(stages["validate"], "--benchmark") == "scanqa"
 
@@ -210,8 +269,9 @@ def test_given_splits_preset_dry_run(tmp_path):
     train, test = "hypo_dataset/sample/splits/train.json", "hypo_dataset/sample/splits/test.json"
     assert flag(stages["teacher_lora"], "--data") == flag(stages["student_kd"], "--data") == train
     assert flag(stages["eval_student_kd_direct_normal"], "--data") == test and (REPO / test).is_file()
-    for name in ("teacher_lora", "student_lora", "student_kd"):
+    for name in ("teacher_lora", *STUDENTS):
         assert (flag(stages[name], "--epochs"), flag(stages[name], "--limit")) == ("1", "8")
+    assert flag(stages["teacher_cot_blind"], "--data") == train
 
 
 @pytest.mark.fast

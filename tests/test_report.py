@@ -275,3 +275,128 @@ def test_malformed_study_in_the_manifest_names_the_key(tmp_path):
     with pytest.raises(DataError) as e:
         compute_results(run)
     assert str(e.value) == f"{run / 'manifest.json'}: key 'study.variants': names a variant twice: alpha alpha"
+
+
+# ------------------------------------------------------------------ declared comparisons and "gap recovered"
+def _trained(run: Path, variant: str, recipe: str) -> None:
+    """train/<variant>/train_config.json as finetune writes it: the recipe it trained on in recipe_resolved."""
+    (run / "train" / variant).mkdir(parents=True)
+    config = {"recipe": "direct", "recipe_resolved": recipe}
+    (run / "train" / variant / "train_config.json").write_text(json.dumps(config))
+
+
+def _comparison_run(root: Path) -> Path:
+    """EM by hand (q1..q4). Names unknown to the report code: everything it compares comes from the manifest.
+        teacher (trained on direct)  direct 100 / blind 25, hypo3d-cot 100, scratchpad 25
+        zs      (never trained)      direct 0, hypo3d-cot 25 ({q1}), scratchpad 25
+        arm_a   (trained on CoT)     hypo3d-cot 75 ({q1,q2,q3}) / blind 25 ({q1}), direct 25 (a distractor)
+        arm_b   (trained on direct)  direct 25 ({q1}) / blind 0, hypo3d-cot 100 (a distractor)"""
+    run = root / "cmp"
+    every = set(QUESTIONS)
+    for rel, correct in (("teacher/direct/normal", every), ("teacher/direct/blind", {"q1"}),
+                         ("teacher/hypo3d-cot/normal", every), ("teacher/scratchpad/normal", {"q1"}),
+                         ("zs/direct/normal", set()), ("zs/hypo3d-cot/normal", {"q1"}),
+                         ("zs/scratchpad/normal", {"q1"}),
+                         ("arm_a/hypo3d-cot/normal", {"q1", "q2", "q3"}), ("arm_a/hypo3d-cot/blind", {"q1"}),
+                         ("arm_a/direct/normal", {"q1"}),
+                         ("arm_b/direct/normal", {"q1"}), ("arm_b/direct/blind", set()),
+                         ("arm_b/hypo3d-cot/normal", every)):
+        _eval(run, rel, _records(correct))
+    _trained(run, "teacher", "direct")
+    _trained(run, "arm_a", "hypo3d-cot")
+    _trained(run, "arm_b", "direct")
+    declare_study(run, Study(("teacher", "zs", "arm_b", "arm_a"), compare=(("arm_a", "arm_b"), ("arm_a", "zs")),
+                             gap_recovered=("zs", "teacher")))
+    return run
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    run = _comparison_run(tmp_path_factory.mktemp("compare"))
+    results = compute_results(run, n_bootstrap=N_BOOT, seed=0)
+    return run, results, render_markdown(results)
+
+
+def test_comparison_pairs_each_side_on_its_trained_recipe_with_a_paired_ci(compared):
+    _, results, md = compared
+    rows = {(r["a"], r["b"], r["mode"]): r for r in results["tables"]["comparisons"]}
+    assert list(rows) == [("arm_a", "arm_b", "normal"), ("arm_a", "arm_b", "blind"), ("arm_a", "zs", "normal"),
+                          ("arm_a", "zs", "blind")]
+    r = rows["arm_a", "arm_b", "normal"]  # arm_a on hypo3d-cot [1,1,1,0] vs arm_b on direct [1,0,0,0]
+    assert (r["a_recipe"], r["b_recipe"], r["metric"]) == ("hypo3d-cot", "direct", "em")
+    assert (r["a_value"]["value"], r["b_value"]["value"], r["diff"]["value"]) == (75.0, 25.0, 50.0)
+    assert r["diff"]["n_paired"] == 4 and r["diff"]["mean"] == 50.0
+    assert r["diff"]["ci"] == _paired_ci([0, 1, 1, 0]) and r["diff"]["ci"][0] <= 50.0 <= r["diff"]["ci"][1]
+    assert r["recipe_from"] == {"a": "train/arm_a/train_config.json", "b": "train/arm_b/train_config.json"}
+    r = rows["arm_a", "arm_b", "blind"]  # [1,0,0,0] vs [0,0,0,0]
+    assert (r["diff"]["value"], r["diff"]["ci"]) == (25.0, _paired_ci([1, 0, 0, 0]))
+    # zs was never trained: compared on arm_a's recipe, hypo3d-cot [1,1,1,0] vs [1,0,0,0]; no blind zs evaluation
+    r = rows["arm_a", "zs", "normal"]
+    assert (r["b_recipe"], r["b_value"]["value"], r["diff"]["value"]) == ("hypo3d-cot", 25.0, 50.0)
+    assert r["recipe_from"]["b"] == "not trained: arm_a's recipe"
+    blind = rows["arm_a", "zs", "blind"]
+    assert blind["b_value"] is None and blind["diff"] is None and blind["a_value"]["value"] == 25.0
+    assert "## Comparisons (declared in manifest.json)" in md
+    assert "| arm_a - arm_b | normal | em     | hypo3d-cot | direct     |" in md
+    assert "- recipe of zs: hypo3d-cot (not trained: arm_a's recipe)" in md
+    assert "Note: arm_a - zs (blind): only one side was evaluated." in md
+    assert md.index("## Headline") < md.index("## Comparisons") < md.index("## All overall metrics")
+    assert results["study"]["compare"] == [["arm_a", "arm_b"], ["arm_a", "zs"]]
+
+
+def test_gap_recovered_per_headline_row_on_the_rows_recipe(compared):
+    _, results, md = compared
+    got = {(r["variant"], r["recipe"]): r["gap_recovered"]["value"] for r in results["tables"]["headline"]}
+    assert got == {("teacher", "direct"): 100.0, ("teacher", "hypo3d-cot"): 100.0, ("teacher", "scratchpad"): None,
+                   ("zs", "direct"): 0.0, ("zs", "hypo3d-cot"): 0.0, ("zs", "scratchpad"): None,
+                   ("arm_b", "direct"): 25.0, ("arm_b", "hypo3d-cot"): 100.0,
+                   ("arm_a", "direct"): 25.0, ("arm_a", "hypo3d-cot"): pytest.approx(66.6667)}  # (75-25)/(100-25)
+    row = _row(results, "headline", variant="arm_a", recipe="direct")  # direct: zs 0, teacher 100
+    assert row["gap_recovered"] == {"value": 25.0, "low": 0.0, "high": 100.0, "note": None}
+    flat = _row(results, "headline", variant="zs", recipe="scratchpad")["gap_recovered"]  # zs = teacher = 25
+    assert flat["value"] is None and "~0" in flat["note"]
+    assert "gap recovered %" in md and " 66.7 | M12, M13 |" in md and " n/a | M4 " in md
+    assert "gap recovered %: (variant - zs) / (teacher - zs) x 100" in md
+    assert "Note: zs / scratchpad: gap recovered n/a: high - low = 0, ~0: nothing to recover." in md
+    # the teacher's normal - blind gap on a recipe, with its paired CI, stays in the headline table
+    gap = _row(results, "headline", variant="teacher", recipe="direct")["gap"]
+    assert (gap["value"], gap["ci"]) == (75.0, _paired_ci([0, 1, 1, 1]))
+
+
+def test_gap_recovered_by_hand():
+    from vlm.report.stats import MIN_SPAN, gap_recovered
+
+    assert gap_recovered(50.0, 25.0, 75.0) == {"value": 50.0, "low": 25.0, "high": 75.0, "note": None}
+    assert gap_recovered(20.0, 40.0, 80.0)["value"] == -50.0  # below the low end: negative
+    assert gap_recovered(90.0, 40.0, 80.0)["value"] == 125.0  # above the high end: over 100
+    for high in (40.0, 40.0 + MIN_SPAN / 2):
+        g = gap_recovered(60.0, 40.0, high)
+        assert g["value"] is None and "~0" in g["note"]
+    reversed_ = gap_recovered(50.0, 60.0, 40.0)
+    assert reversed_["value"] == 50.0 and "negative gap" in reversed_["note"]
+    assert gap_recovered(None, 40.0, 80.0)["value"] is None
+
+
+def test_a_compared_variant_without_recipe_resolved_names_the_file(tmp_path):
+    run = _comparison_run(tmp_path)
+    (run / "train" / "arm_b" / "train_config.json").write_text(json.dumps({"recipe": "direct"}))
+    with pytest.raises(DataError) as e:
+        compute_results(run, n_bootstrap=0)
+    path = run / "train" / "arm_b" / "train_config.json"
+    assert str(e.value) == f"{path}: key 'recipe_resolved': missing or not a recipe name"
+
+
+def test_without_declared_pairs_there_is_no_comparison_nor_gap_recovered(built):
+    _, results, md = built
+    assert results["tables"]["comparisons"] == [] and "## Comparisons" not in md
+    assert all("gap_recovered" not in r for r in results["tables"]["headline"]) and "gap recovered" not in md
+
+
+def test_the_report_code_names_no_study_variant():
+    """The study's design reaches the report through manifest.json only."""
+    study = (REPO / "pipelines" / "lib" / "study.sh").read_text()
+    variants = study.split("VARIANTS=(", 1)[1].split(")", 1)[0].split()
+    assert "student_kd" in variants
+    for path in [*(REPO / "vlm" / "report").glob("*.py"), REPO / "vlm" / "stages" / "report.py"]:
+        text = path.read_text()
+        assert not [v for v in variants if v in text], path

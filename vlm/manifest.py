@@ -3,10 +3,14 @@
     python -m vlm.manifest init RUN_DIR --command "…" --config KEY=VALUE …   # provenance, once per run
     python -m vlm.manifest run RUN_DIR NAME -- command …                     # one stage
     python -m vlm.manifest study RUN_DIR --variants V … [--blind_only V …]   # the study's design
+        [--compare A:B …] [--gap_recovered LOW:HIGH]
 
-``study`` records the variants the study evaluates, in the order the report shows them, and those evaluated
-blind only (no image, so no normal/blind pair), as ``manifest["study"] = {"variants": [...], "blind_only": [...]}``;
-the report reads its design from there. Running it again with the same flags changes nothing (resume).
+``study`` records the study's design in ``manifest["study"]``; the report reads it from there and knows no variant
+by name. ``variants``: what the study evaluates, in report order; ``blind_only``: those evaluated without the image
+only (no normal/blind pair); ``compare`` ([[A, B], …]): the report's "Comparisons" table shows A − B per mode,
+each on the recipe it was trained on, with a paired CI; ``gap_recovered`` ({"low": L, "high": H}): the headline
+table's (variant − L) / (H − L) per row. The last two are left out of the entry when not given. Running it again
+with the same flags changes nothing (resume). Bad flags: one ``flags: --name: what`` line each, exit 2.
 
 ``run`` executes the stage command, tees its output to ``logs/NAME.log``, and records status, wall time and
 peak memory (max RSS of the stage's processes) in the manifest; exit code = the command's. Provenance: the
@@ -90,19 +94,54 @@ def init(run_dir: Path, command: str, config: dict[str, str]) -> None:
 
 @dataclass(frozen=True)
 class Study:
-    """The study's design: its variants in report order, and those evaluated blind only."""
+    """The study's design: its variants in report order, those evaluated blind only, the pairs the report
+    compares (A − B) and the (low, high) pair of the "gap recovered" column."""
 
     variants: tuple[str, ...]
     blind_only: tuple[str, ...] = ()
+    compare: tuple[tuple[str, str], ...] = ()
+    gap_recovered: tuple[str, str] | None = None
 
-    def to_json(self) -> dict[str, list[str]]:
-        return {"variants": list(self.variants), "blind_only": list(self.blind_only)}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"variants": list(self.variants), "blind_only": list(self.blind_only)}
+        if self.compare:  # absent when not declared: a study recorded before these keys reads the same
+            out["compare"] = [list(pair) for pair in self.compare]
+        if self.gap_recovered:
+            out["gap_recovered"] = dict(zip(("low", "high"), self.gap_recovered))
+        return out
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> Study:
+        """A well-formed entry (``study_problems`` found nothing) as a Study."""
+        gap = entry.get("gap_recovered")
+        return cls(tuple(entry["variants"]), tuple(entry.get("blind_only", [])),
+                   tuple(tuple(pair) for pair in entry.get("compare", [])), (gap["low"], gap["high"]) if gap else None)
+
+
+def _is_name(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip()) and "/" not in v
+
+
+def _pair_problems(key: str, pairs: list[Any], variants: list[str]) -> list[tuple[str, str]]:
+    """compare / gap_recovered: pairs of two different declared variants, none twice."""
+    problems = []
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(map(_is_name, pair))):
+            problems.append((key, f"expected a pair of variant names, got {json.dumps(pair)[:60]}"))
+        elif pair[0] == pair[1]:
+            problems.append((key, f"compares a variant with itself: {pair[0]}:{pair[1]}"))
+        elif stray := [v for v in pair if v not in variants]:
+            problems.append((key, f"not among the variants: {' '.join(stray)}"))
+    names = [":".join(p) for p in pairs if isinstance(p, list) and all(map(_is_name, p))]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        problems.append((key, f"names a pair twice: {' '.join(twice)}"))
+    return problems
 
 
 def study_problems(entry: Any) -> list[tuple[str, str]]:
     """(field, what is wrong) for a manifest "study" entry; [] when it is well formed."""
     if not isinstance(entry, dict):
-        return [("", "expected an object {variants, blind_only}")]
+        return [("", "expected an object {variants, blind_only, compare, gap_recovered}")]
     problems = []
     for key in ("variants", "blind_only"):
         names = entry.get(key, [] if key == "blind_only" else None)
@@ -114,7 +153,26 @@ def study_problems(entry: Any) -> list[tuple[str, str]]:
         problems.append(("variants", "empty: a study has at least one variant"))
     if not problems and (stray := [v for v in entry.get("blind_only", []) if v not in entry["variants"]]):
         problems.append(("blind_only", f"not among the variants: {' '.join(stray)}"))
+    if problems:
+        return problems
+    compare = entry.get("compare", [])
+    if not isinstance(compare, list):
+        problems.append(("compare", f"expected a list of [A, B] pairs, got {json.dumps(compare)[:60]}"))
+    else:
+        problems += _pair_problems("compare", compare, entry["variants"])
+    gap = entry.get("gap_recovered")
+    if gap is not None:
+        if not (isinstance(gap, dict) and set(gap) == {"low", "high"}):
+            problems.append(("gap_recovered", f"expected {{low, high}}, got {json.dumps(gap)[:60]}"))
+        else:
+            problems += _pair_problems("gap_recovered", [[gap["low"], gap["high"]]], entry["variants"])
     return problems
+
+
+def parse_pair(text: str) -> list[str] | None:
+    """'A:B' -> [A, B]; None unless it is two non-empty names around one colon."""
+    parts = text.split(":")
+    return parts if len(parts) == 2 and all(p.strip() for p in parts) else None
 
 
 def read_study(run_dir: Path) -> Study | None:
@@ -131,7 +189,7 @@ def read_study(run_dir: Path) -> Study | None:
     for key, message in study_problems(entry):
         problems.add(f"key 'study{'.' + key if key else ''}'", message)
     problems.raise_if_any()
-    return Study(tuple(entry["variants"]), tuple(entry.get("blind_only", [])))
+    return Study.from_json(entry)
 
 
 def declare_study(run_dir: Path, study: Study) -> None:
@@ -167,6 +225,26 @@ def run_stage(run_dir: Path, name: str, cmd: list[str]) -> int:
     return rc
 
 
+def _study_command(a: argparse.Namespace) -> int:
+    """Check the flags (every problem, one line each, exit 2, nothing written), then record the study."""
+    entry: dict[str, Any] = {"variants": a.variants, "blind_only": a.blind_only, "compare": []}
+    problems = []
+    for key, texts in (("compare", a.compare), ("gap_recovered", [a.gap_recovered] if a.gap_recovered else [])):
+        for text in texts:
+            if (pair := parse_pair(text)) is None:
+                problems.append((key, f"expected VARIANT:VARIANT, got '{text}'"))
+            elif key == "compare":
+                entry["compare"].append(pair)
+            else:
+                entry["gap_recovered"] = dict(zip(("low", "high"), pair))
+    problems += study_problems(entry)
+    if problems:
+        print("\n".join(f"flags: --{key}: {message}" for key, message in problems), file=sys.stderr)
+        return 2
+    declare_study(Path(a.run_dir), Study.from_json(entry))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vlm.manifest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True)
@@ -183,15 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--variants", nargs="+", required=True, metavar="VARIANT")
     s.add_argument("--blind_only", nargs="*", default=[], metavar="VARIANT",
                    help="variants evaluated without the image only (no normal/blind pair), e.g. an answer prior")
+    s.add_argument("--compare", nargs="*", default=[], metavar="A:B",
+                   help="pairs the report compares: A - B per mode, each on the recipe it was trained on, paired CI")
+    s.add_argument("--gap_recovered", default=None, metavar="LOW:HIGH",
+                   help="the headline's 'gap recovered' column: (variant - LOW) / (HIGH - LOW), normal mode")
     a = p.parse_args(argv)
     if a.action == "init":
         init(Path(a.run_dir), a.command, dict(kv.split("=", 1) for kv in a.config))
         return 0
     if a.action == "study":
-        for key, message in study_problems({"variants": a.variants, "blind_only": a.blind_only}):
-            s.error(f"--{key}: {message}")
-        declare_study(Path(a.run_dir), Study(tuple(a.variants), tuple(a.blind_only)))
-        return 0
+        return _study_command(a)
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     return run_stage(Path(a.run_dir), a.name, cmd)
 

@@ -93,8 +93,9 @@ start_run() {
     || die "cannot write $RUN_DIR/manifest.json"
 }
 
-# record_study --variants V... [--blind_only V...] : the study's variants, in report order, in manifest.json (the
-# report reads them from there)
+# record_study --variants V... [--blind_only V...] [--compare A:B...] [--gap_recovered LOW:HIGH] : the study's
+# design in manifest.json: variants in report order, the pairs the report compares, the gap-recovered ends (the
+# report reads them from there; python -m vlm.manifest --help)
 record_study() { "$PYTHON" -m vlm.manifest study "$RUN_DIR" "$@" || die "cannot record the study in $RUN_DIR"; }
 
 # run_stage NAME -- command ... : skipped when RUN_DIR/NAME.done exists; otherwise runs the command through

@@ -1,7 +1,10 @@
 # The CoT distillation study, top to bottom; the pipelines/*.sh presets set their defaults, then source it.
 # Stages: validate, split (teacher LoRA vs CoT pool, then CoT train / val / test), answer-prior floor, teacher
-# zero-shot, teacher LoRA, teacher CoT + raw top-k logit cache, student zero-shot, student LoRA, student KD LoRA;
-# every variant evaluated direct and with the CoT recipe, normal and blind, on the same CoT-test ids; report.
+# zero-shot, teacher LoRA, teacher CoT + raw top-k logit cache, the same CoT re-scored blind (a second cache),
+# student zero-shot, then three student arms with one training budget: LoRA on gold answers, SFT on the teacher's
+# CoT text only, KD (CoT + KL) — and the control KD from the blind cache; every variant evaluated direct and with
+# the CoT recipe (the CoT-only and blind-cache arms: the CoT recipe only), normal and blind, on the same CoT-test
+# ids; report with the declared comparisons (each arm on the recipe it was trained on) and "gap recovered".
 # Everything lands in $RUNS_DIR/pipeline_run_*; RUN_DIR=<that dir> resumes (finished stages are skipped).
 #
 # Environment (default):
@@ -12,7 +15,7 @@
 #   ALPHA  TEMPERATURE  DIVERGENCE                                                 python -m vlm finetune (KD)
 #   TOP_K  KD_FALLBACK (1 = the student trains CE on the CoT if the tokenizers differ)   python -m vlm generate_cot
 #   TRAIN_DATA_PATH TEST_DATA_PATH VAL_DATA_PATH: given splits instead of DATA (no split stage; the teacher LoRA,
-#   the teacher's CoT and both students train on TRAIN_DATA_PATH; VAL_DATA_PATH is checked and recorded)
+#   the teacher's CoT and every student train on TRAIN_DATA_PATH; VAL_DATA_PATH is checked and recorded)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if help_requested "$@"; then usage "$SCRIPT" "$REPO_ROOT/pipelines/lib/study.sh"; exit 0; fi
 PIPELINE_ARGS="$*"
@@ -44,8 +47,14 @@ start_run "$TEACHER" "$STUDENT" "${RUN_TAG:+$RUN_TAG-}$BENCHMARK" "${SPLIT_VARS[
   IMAGES_DIR AXIS_DEFINITIONS RECIPE SEED LIMIT TEACHER_EPOCHS EPOCHS LR BATCH_SIZE ALPHA TEMPERATURE DIVERGENCE TOP_K \
   KD_FALLBACK "${SCALE_VARS[@]}"
 # The variants in report order; every evaluate call below names one of them. The answer prior has no image.
-VARIANTS=(prior teacher_zeroshot teacher_lora student_zeroshot student_lora student_kd)
-record_study --variants "${VARIANTS[@]}" --blind_only prior
+VARIANTS=(prior teacher_zeroshot teacher_lora student_zeroshot student_lora student_cot_sft student_kd
+  student_kd_blind_cache)
+# The report's comparisons (A - B, each on the recipe it was trained on, paired CI): does KD beat gold-answer
+# LoRA; what the teacher's logits add over its CoT text alone; and the negative control, KD from the teacher's
+# distributions with the image vs without it. Gap recovered: 0 = the student zero-shot, 100 = the LoRA teacher.
+record_study --variants "${VARIANTS[@]}" --blind_only prior \
+  --compare student_kd:student_lora student_kd:student_cot_sft student_kd:student_kd_blind_cache \
+  --gap_recovered student_zeroshot:teacher_lora
 
 AXIS_ARGS=(); if [[ -e "${AXIS_DEFINITIONS:-}" ]]; then AXIS_ARGS=(--axis_definitions "$AXIS_DEFINITIONS"); fi
 DATA_ARGS=(--images_dir "$IMAGES_DIR" "${AXIS_ARGS[@]}" --benchmark "$BENCHMARK")
@@ -69,12 +78,13 @@ else
   TEACHER_TRAIN="$RUN_DIR/split/teacher_train.json"; COT_TRAIN="$RUN_DIR/split/cot_train.json"; COT_TEST="$RUN_DIR/split/cot_test.json"
 fi
 
-# evaluate VARIANT MODEL ADAPTER: the variant with the direct prompt and with the CoT recipe, normal and blind,
-# always on the same CoT-test ids
+# evaluate VARIANT MODEL ADAPTER [RECIPE...]: the variant with each recipe (default: the direct prompt and the CoT
+# recipe), normal and blind, always on the same CoT-test ids
 evaluate() {
-  local variant="$1" model="$2" adapter="$3" recipe mode
+  local variant="$1" model="$2" adapter="$3" recipe mode; shift 3
+  local recipes=("$@"); (( ${#recipes[@]} )) || recipes=(direct "$RECIPE")
   [[ " ${VARIANTS[*]} " == *" $variant "* ]] || die "evaluate $variant: not in VARIANTS (${VARIANTS[*]})"
-  for recipe in direct "$RECIPE"; do
+  for recipe in "${recipes[@]}"; do
     for mode in normal blind; do
       run_stage "eval_${variant}_${recipe}_${mode}" -- "${VLM_RUN[@]}" evaluate --model "$model" --adapter "$adapter" \
         --data "$COT_TEST" "${DATA_ARGS[@]}" "${MODEL_ARGS[@]}" --recipe "$recipe" --mode "$mode" --variant "$variant" "${LIMIT_ARGS[@]}" \
@@ -94,25 +104,47 @@ run_stage teacher_lora -- "${VLM_RUN[@]}" finetune --model "$TEACHER" --data "$T
   "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" "${TEACHER_EPOCHS_ARGS[@]}" "${TRAIN_ARGS[@]}" \
   --out_dir "$RUN_DIR/train/teacher_lora"
 
-# 4. The teacher reasons on the CoT-train split; its RAW top-k distributions over those tokens are cached.
-run_stage teacher_cot -- "${VLM_RUN[@]}" generate_cot --teacher "$TEACHER" --adapter "$RUN_DIR/train/teacher_lora/adapter" \
-  "${MODEL_ARGS[@]}" "${CHUNK_ARGS[@]}" --student "$STUDENT" "${COT_ARGS[@]}" --data "$COT_TRAIN" "${DATA_ARGS[@]}" \
-  --recipe "$RECIPE" "${LIMIT_ARGS[@]}" --out_dir "$RUN_DIR/cot"
+# teacher_cache STAGE OUT_DIR [FLAG...]: the LoRA teacher with the CoT recipe on the CoT-train split, its raw top-k
+# distributions cached in OUT_DIR
+teacher_cache() {
+  local name="$1" out="$2"; shift 2
+  run_stage "$name" -- "${VLM_RUN[@]}" generate_cot --teacher "$TEACHER" \
+    --adapter "$RUN_DIR/train/teacher_lora/adapter" "${MODEL_ARGS[@]}" "${CHUNK_ARGS[@]}" --student "$STUDENT" \
+    "${COT_ARGS[@]}" --data "$COT_TRAIN" "${DATA_ARGS[@]}" --recipe "$RECIPE" "${LIMIT_ARGS[@]}" "$@" --out_dir "$out"
+}
 
-# 5. Student: zero-shot, the standard LoRA baseline (CE on gold answers), and KD LoRA (CE on the teacher's CoT + KL).
+# 4. The teacher reasons on the CoT-train split; its RAW top-k distributions over those tokens are cached. Then the
+#    same transcripts re-scored WITHOUT the image (no generation): the negative control's cache, which differs
+#    from the first only in what the teacher saw.
+teacher_cache teacher_cot "$RUN_DIR/cot"
+teacher_cache teacher_cot_blind "$RUN_DIR/cot_blind" --transcripts "$RUN_DIR/cot/transcripts.jsonl" --mode blind
+
+# student NAME [FLAG...]: one student arm into train/NAME. Every arm gets the same data, epochs, LR, batch size,
+# seed and limit, so the arms differ only in their loss.
+student() {
+  local name="$1"; shift
+  run_stage "$name" -- "${VLM_RUN[@]}" finetune --model "$STUDENT" --data "$COT_TRAIN" "${DATA_ARGS[@]}" "$@" \
+    "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" "${EPOCHS_ARGS[@]}" "${TRAIN_ARGS[@]}" --out_dir "$RUN_DIR/train/$name"
+}
+
+# 5. Student: zero-shot; LoRA on gold answers (the standard baseline); SFT on the teacher's CoT text only
+#    (sequence-level KD: CE, no cache); KD LoRA (CE on the teacher's CoT + KL to its cached distributions); and the
+#    control, the same KD from the blind cache.
 evaluate student_zeroshot "$STUDENT" ""
-run_stage student_lora -- "${VLM_RUN[@]}" finetune --model "$STUDENT" --data "$COT_TRAIN" "${DATA_ARGS[@]}" \
-  "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" "${EPOCHS_ARGS[@]}" "${TRAIN_ARGS[@]}" \
-  --out_dir "$RUN_DIR/train/student_lora"
-run_stage student_kd -- "${VLM_RUN[@]}" finetune --model "$STUDENT" --data "$COT_TRAIN" "${DATA_ARGS[@]}" --loss kd \
-  "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" --cot_dir "$RUN_DIR/cot" "${KD_ARGS[@]}" \
-  "${EPOCHS_ARGS[@]}" "${TRAIN_ARGS[@]}" --out_dir "$RUN_DIR/train/student_kd"
+student student_lora
+student student_cot_sft --loss cot --cot_dir "$RUN_DIR/cot"
+student student_kd --loss kd --cot_dir "$RUN_DIR/cot" "${KD_ARGS[@]}"
+student student_kd_blind_cache --loss kd --cot_dir "$RUN_DIR/cot_blind" "${KD_ARGS[@]}"
 
-# 6. Every trained variant, normal and blind, on the same CoT-test ids.
+# 6. Every trained variant, normal and blind, on the same CoT-test ids. The CoT-only and blind-cache arms exist for
+#    the comparisons, made on the recipe they were trained on: the CoT recipe only (half the evaluations).
 evaluate teacher_lora "$TEACHER" "$RUN_DIR/train/teacher_lora/adapter"
 evaluate student_lora "$STUDENT" "$RUN_DIR/train/student_lora/adapter"
+evaluate student_cot_sft "$STUDENT" "$RUN_DIR/train/student_cot_sft/adapter" "$RECIPE"
 evaluate student_kd "$STUDENT" "$RUN_DIR/train/student_kd/adapter"
+evaluate student_kd_blind_cache "$STUDENT" "$RUN_DIR/train/student_kd_blind_cache/adapter" "$RECIPE"
 
-# 7. One report: variants x {normal, blind, gap} with CIs, per question / change type, CoT vs direct, plots.
+# 7. One report: variants x {normal, blind, gap, gap recovered} with CIs, the comparisons, per question / change
+#    type, CoT vs direct, plots.
 run_stage report -- "${VLM[@]}" report "$RUN_DIR"
 log "report: $RUN_DIR/report/report.md"

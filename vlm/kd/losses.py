@@ -1,5 +1,11 @@
 """Distillation losses (docs/DESIGN.md: KD loss): ``loss = α·CE + (1−α)·T²·D(teacher_T ‖ student_T)``.
 
+What training runs: ``target_loss_sums`` (called by ``vlm.kd.trainer.DistillTrainer.compute_loss``) applies the
+LM head to the target rows only, in chunks (``chunked_sums``), and returns the CE and divergence SUMS, which
+``combined_loss`` weighs and divides by the accumulated batch's target count. ``kd_loss`` / ``ce_sum`` /
+``full_vocab_kd`` take full [B, L, V] logits: they are the readable reference versions the chunked path is
+tested against (and what bench/kd.py measures), not the training path.
+
 Conventions (HF causal LM):
 
 * ``student_logits`` [B, L, V] (model output), ``labels`` [B, L] with IGNORE_INDEX (-100) where there is no target.
@@ -9,7 +15,7 @@ Conventions (HF causal LM):
   ``log_tail`` [B, L]; whatever sits where ``labels == IGNORE_INDEX`` is ignored (``align_teacher`` builds them).
 * Full teacher logits (``full_vocab_kd``) are a model output like the student's: aligned like
   ``student_logits`` (position t predicts label t + 1).
-* Every function returns SUMS over target tokens (and the count): the mean must be taken over the whole
+* Every function returns SUMS over target tokens (``count_targets`` gives the count): the mean must be taken over the whole
   accumulated batch — the HF Trainer passes ``num_items_in_batch`` (target tokens over all
   gradient-accumulation micro-batches) to ``compute_loss``; divide by that (``combined_loss``). Dividing
   each micro-batch by its own count would weight tokens of short micro-batches more.

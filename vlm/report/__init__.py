@@ -6,11 +6,15 @@ Reads (never writes) the run dir:
       (eval_meta.json, when present, names variant / recipe / mode and optionally a study ``arm``; otherwise
       they come from the path; evaluations that name an arm get the "Arms" table, one row per arm)
   train/<name>/trainer_log.jsonl   HF Trainer log history, one JSON object per line
+  train/<variant>/train_config.json  ``recipe_resolved``: the recipe a compared variant was trained on
   cot*/cot_meta.json               a KD student trained without a logit cache is flagged
   manifest.json                    provenance, and the study's design (``python -m vlm.manifest study``):
                                    the variants in table order, a declared variant without eval dirs is
-                                   "missing", blind-only variants have no normal/blind pair. Without it:
-                                   variants sorted by name, and a variant evaluated blind only is blind-only.
+                                   "missing", blind-only variants have no normal/blind pair, the declared
+                                   pairs get the "Comparisons" table (A − B, each on its trained recipe,
+                                   paired CI) and the gap_recovered pair the headline's "gap recovered"
+                                   column. Without it: variants sorted by name, a variant evaluated blind
+                                   only is blind-only, no comparisons.
 
 Writes into out_dir, atomically: results.json (every number of the tables, their sources, incomplete /
 missing entries), report.md (rendered from results.json only), loss_curves.png, normal_vs_blind.png.
@@ -26,7 +30,7 @@ from typing import Any
 
 from vlm.io import atomic_write_text, json_safe
 from vlm.manifest import read_study
-from vlm.report.collect import discover, kd_warnings, provenance, training_runs
+from vlm.report.collect import discover, kd_warnings, provenance, trained_recipes, training_runs
 from vlm.report.plots import draw_plots
 from vlm.report.render import headline_table, render_markdown
 from vlm.report.stats import CONFIDENCE, Scores
@@ -39,6 +43,7 @@ def compute_results(run_dir: Path, headline: str = "auto", n_bootstrap: int = 10
     """Everything the report shows, as numbers (percent, 0–100). Reads only; writes nothing."""
     study = read_study(run_dir)
     entries = discover(run_dir, study.variants if study else ())
+    trained = trained_recipes(run_dir, sorted({v for pair in study.compare for v in pair})) if study else {}
     incomplete, missing, warnings = status_lists(entries, study)
     return {
         "run_dir": str(run_dir),
@@ -54,7 +59,7 @@ def compute_results(run_dir: Path, headline: str = "auto", n_bootstrap: int = 10
                             "benchmark": e.metrics["benchmark"],
                             "n": int(e.metrics["n"]), "model": e.meta.get("model"), "adapter": e.meta.get("adapter")}
                     for e in entries if e.metrics is not None},
-        "tables": results_tables(entries, headline, Scores(), n_bootstrap, seed),
+        "tables": results_tables(entries, headline, Scores(), n_bootstrap, seed, study, trained),
         "training": training_runs(run_dir),
         "incomplete": incomplete,
         "missing": missing,

@@ -166,6 +166,22 @@ def discover(run_dir: Path, order: Sequence[str] = ()) -> list[Entry]:
     return table_order
 
 
+def trained_recipes(run_dir: Path, variants: Sequence[str]) -> dict[str, dict[str, str]]:
+    """variant -> {"recipe", "source"}: the recipe each variant was trained on (``recipe_resolved`` of
+    train/<variant>/train_config.json; a CoT recipe for runs on the teacher's transcripts). Variants without that
+    file (zero-shot) are left out. Strict: it decides which evaluations the comparisons pair."""
+    out = {}
+    for variant in variants:
+        path = run_dir / "train" / variant / "train_config.json"
+        if not path.is_file():
+            continue
+        recipe = read_json_object(path).get("recipe_resolved")
+        if not isinstance(recipe, str) or not recipe.strip():
+            raise DataError.single(path, "key 'recipe_resolved'", "missing or not a recipe name")
+        out[variant] = {"recipe": recipe, "source": path.relative_to(run_dir).as_posix()}
+    return out
+
+
 def read_trainer_log(path: Path) -> tuple[dict[str, list[tuple[float, float]]], dict[str, Any], int]:
     """({series: [(step, value)]}, summary line or {}, unreadable lines). A half-written last line (training
     still running) is skipped, not fatal: the log is only plotted."""

@@ -69,6 +69,7 @@ def _srcs(*cells: dict[str, Any] | None) -> str:
 
 
 def headline_table(results: dict[str, Any]) -> list[str]:
+    recovered = any("gap_recovered" in r for r in results["tables"]["headline"])  # the study declares its pair
     rows = []
     for r in results["tables"]["headline"]:
         gap = r["gap"] or {}
@@ -76,11 +77,17 @@ def headline_table(results: dict[str, Any]) -> list[str]:
             r["metric"],
             _with_ci(r["normal"]), str(r["normal"]["n"]) if r["normal"] else "-",
             _with_ci(r["blind"]), str(r["blind"]["n"]) if r["blind"] else "-",
-            _gap(gap), str(gap["n_paired"]) if gap else "-", _srcs(r["normal"], r["blind"]),
+            _gap(gap), str(gap["n_paired"]) if gap else "-",
+            *([_recovered(r.get("gap_recovered"))] if recovered else []), _srcs(r["normal"], r["blind"]),
         ])
     labels = _label_headers(results)
-    headers = labels + ["metric", "normal", "n", "blind", "n", "gap (normal - blind)", "n paired", "src"]
+    headers = labels + ["metric", "normal", "n", "blind", "n", "gap (normal - blind)", "n paired",
+                        *(["gap recovered %"] if recovered else []), "src"]
     return md_table(headers, rows, left=len(labels) + 1)
+
+
+def _recovered(g: dict[str, Any] | None) -> str:
+    return "n/a" if not g or g["value"] is None else f"{g['value']:.1f}"
 
 
 def _provenance_section(prov: dict[str, Any], study: dict[str, Any] | None) -> list[str]:
@@ -136,6 +143,46 @@ def _headline_section(results: dict[str, Any]) -> list[str]:
     for r in t["headline"]:
         if r["gap"] and r["gap"].get("note"):
             out.append(f"Note: {row_label(r, results)}: no gap CI ({r['gap']['note']}).")
+    if ends := (results.get("study") or {}).get("gap_recovered"):
+        out += ["", f"gap recovered %: (variant - {ends['low']}) / ({ends['high']} - {ends['low']}) x 100, normal "
+                    "mode, with the row's recipe and metric (the pair is declared in manifest.json): 0 = "
+                    f"{ends['low']}, 100 = {ends['high']}."]
+        for r in t["headline"]:  # a row without a normal value (blind only) needs no note
+            if r["normal"] and r.get("gap_recovered", {}).get("note"):
+                out.append(f"Note: {row_label(r, results)}: gap recovered "
+                           f"{_recovered(r['gap_recovered'])}: {r['gap_recovered']['note']}.")
+    return out + [""]
+
+
+def _comparisons_section(results: dict[str, Any]) -> list[str]:
+    rows_in = results["tables"]["comparisons"]
+    bench = ["benchmark"] if _multi(results, "benchmark") else []
+    rows = []
+    for r in rows_in:
+        d = r["diff"] or {}
+        rows.append([r[k] for k in bench] + [
+            f"{r['a']} - {r['b']}", r["mode"], r["metric"], r["a_recipe"], r["b_recipe"], _with_ci(r["a_value"]),
+            _with_ci(r["b_value"]), _gap(d) if d else "-", str(d["n_paired"]) if d else "-",
+            _srcs(r["a_value"], r["b_value"])])
+    headers = bench + ["A - B", "mode", "metric", "recipe A", "recipe B", "A", "B", "A - B (paired CI)", "n paired",
+                       "src"]
+    out = ["## Comparisons (declared in manifest.json)", ""] + md_table(headers, rows, left=len(bench) + 5)
+    out += ["", "Each side on the recipe it was trained on (`recipe_resolved` in train/<variant>/train_config.json); "
+                "a side never trained (zero-shot) on the other side's recipe; neither trained: each recipe both "
+                f"were evaluated on. A - B: the full-set values' difference; CI: paired bootstrap "
+                f"({results['n_bootstrap']} resamples, seed {results['seed']}) over the ids both were evaluated on. "
+                "Each variant's normal - blind gap, paired CI: the headline table."]
+    recipes = dict.fromkeys((r[side], r[f"{side}_recipe"], r["recipe_from"][side]) for r in rows_in for side in "ab")
+    out += [f"- recipe of {v}: {recipe} ({why})" for v, recipe, why in recipes]
+    for r in rows_in:
+        d, label = r["diff"], f"{r['a']} - {r['b']} ({r['mode']})"
+        if d is None:
+            out.append(f"Note: {label}: only one side was evaluated.")
+        elif d.get("note"):
+            out.append(f"Note: {label}: no CI ({d['note']}).")
+        elif d["n_paired"] < max(r["a_value"]["n"], r["b_value"]["n"]):
+            out.append(f"Note: {label}: only {d['n_paired']} ids in both; the CI (paired mean {_num(d['mean'])}) is "
+                       "over those.")
     return out + [""]
 
 
@@ -227,6 +274,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     if t.get("arms"):
         out += _arms_section(results)
     out += _headline_section(results)
+    if t.get("comparisons"):
+        out += _comparisons_section(results)
     if t["overall"]:
         out += _overall_section(results)
     for key, title in (("by_question_type", "Per question type"), ("by_change_type", "Per change type")):

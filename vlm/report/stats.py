@@ -18,6 +18,7 @@ from vlm.metrics import bootstrap_ci, load_predictions, score_records
 from vlm.report.collect import MODES, Entry, rounded
 
 CONFIDENCE = 0.95
+MIN_SPAN = 1e-3  # percentage points: a low → high gap smaller than this is ~0, its "gap recovered" n/a
 
 # the benchmark's own headline metric (em for hypo3d, em@1 for scanqa, …): metrics.headline(benchmark) once
 # vlm.metrics has it, its HEADLINE dict until then
@@ -91,13 +92,31 @@ def cell(e: Entry | None, metric: str, scores: Scores, n_bootstrap: int, seed: i
             "n": int(e.metrics["n"]), "src": e.src}
 
 
+def compare_cells(a: Entry | None, b: Entry | None, metric: str, scores: Scores, n_bootstrap: int,
+                  seed: int) -> tuple:
+    """(a cell, b cell, a − b): the difference of the full-set values, with the paired mean and CI over the ids
+    both evaluated; the difference is None unless both cells exist."""
+    ca, cb = (cell(x, metric, scores, n_bootstrap, seed) for x in (a, b))
+    if not (ca and cb):
+        return ca, cb, None
+    paired = paired_difference(scores.get(a, metric), scores.get(b, metric), n_bootstrap, seed)
+    value = rounded(ca["value"] - cb["value"]) if ca["value"] is not None and cb["value"] is not None else None
+    return ca, cb, {"value": value, **paired, "src": [ca["src"], cb["src"]]}
+
+
 def normal_blind_gap(modes: dict[str, Entry], metric: str, scores: Scores, n_bootstrap: int, seed: int) -> tuple:
     """(normal cell, blind cell, gap) of one evaluation pair; the gap (normal - blind) has a paired CI."""
-    normal, blind = (cell(modes.get(m), metric, scores, n_bootstrap, seed) for m in MODES)
-    gap = None
-    if normal and blind:
-        nv, bv = normal["value"], blind["value"]
-        paired = paired_difference(*(scores.get(modes[m], metric) for m in MODES), n_bootstrap, seed)
-        gap = {"value": rounded(nv - bv) if nv is not None and bv is not None else None, **paired,
-               "src": [normal["src"], blind["src"]]}
-    return normal, blind, gap
+    return compare_cells(*(modes.get(m) for m in MODES), metric, scores, n_bootstrap, seed)
+
+
+def gap_recovered(value: float | None, low: float | None, high: float | None) -> dict[str, Any]:
+    """The share of the low → high gap a value recovers, (value − low) / (high − low), in percent (low 0, high
+    100). n/a (value None, with a note) when a value is missing or high − low is within MIN_SPAN of 0."""
+    out: dict[str, Any] = {"value": None, "low": low, "high": high, "note": None}
+    if value is None or low is None or high is None:
+        return {**out, "note": "a value is missing"}
+    span = high - low
+    if abs(span) < MIN_SPAN:
+        return {**out, "note": f"high - low = {span:.4g}, ~0: nothing to recover"}
+    note = "high below low: the share is of a negative gap" if span < 0 else None
+    return {**out, "value": rounded(100.0 * (value - low) / span), "note": note}

@@ -1,4 +1,5 @@
-"""Row builders: one function per table of results.json (headline, overall, groups, CoT vs direct, arms, status).
+"""Row builders: one function per table of results.json (headline, comparisons, overall, groups, CoT vs direct,
+arms, status).
 
 Rows follow the entries' order (the study's variant order, see ``collect.discover``); every number is a percent
 (0–100) with the ``src`` of the metrics.json it comes from.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from vlm.manifest import Study
 from vlm.report.collect import MODES, NO_RECIPE, Entry, is_num, rounded, variant_rank
-from vlm.report.stats import Scores, cell, headline_metric, normal_blind_gap, paired_difference
+from vlm.report.stats import Scores, cell, compare_cells, gap_recovered, headline_metric, normal_blind_gap
 
 REASONING = "has_reasoning"
 
@@ -27,13 +28,72 @@ def _headline_of(modes: dict[str, Entry], requested: str) -> str:
     return headline_metric(first.metrics["benchmark"], first.metrics["overall"], requested)
 
 
-def headline_rows(entries: list[Entry], requested: str, scores: Scores, n_bootstrap: int, seed: int) -> list[dict]:
+def headline_rows(entries: list[Entry], requested: str, scores: Scores, n_bootstrap: int, seed: int,
+                  study: Study | None = None) -> list[dict]:
+    """Per (benchmark, variant, recipe): normal, blind, normal − blind with a paired CI; with the study's
+    gap_recovered pair also the share of that gap the row recovers."""
+    pairs = _pairs(entries)
     rows = []
-    for (bench, variant, recipe), modes in _pairs(entries).items():
+    for (bench, variant, recipe), modes in pairs.items():
         metric = _headline_of(modes, requested)
         normal, blind, gap = normal_blind_gap(modes, metric, scores, n_bootstrap, seed)
-        rows.append({"benchmark": bench, "variant": variant, "recipe": recipe, "metric": metric,
-                     "normal": normal, "blind": blind, "gap": gap})
+        row = {"benchmark": bench, "variant": variant, "recipe": recipe, "metric": metric,
+               "normal": normal, "blind": blind, "gap": gap}
+        if study is not None and study.gap_recovered:
+            row["gap_recovered"] = _recovered_share(pairs, bench, recipe, metric, normal, study.gap_recovered, scores)
+        rows.append(row)
+    return rows
+
+
+def _recovered_share(pairs: dict, bench: str, recipe: str, metric: str, normal: dict | None, ends: tuple[str, str],
+                     scores: Scores) -> dict:
+    """(row − low) / (high − low), normal mode, low and high on the row's benchmark, recipe and metric."""
+    low, high = (cell(pairs.get((bench, end, recipe), {}).get("normal"), metric, scores, 0, 0) for end in ends)
+    lacking = [name for name, c in (("this row", normal), *zip(ends, (low, high))) if not c or c["value"] is None]
+    if lacking:
+        return {"value": None, "low": low and low["value"], "high": high and high["value"],
+                "note": f"no normal {recipe} {metric}: {', '.join(lacking)}"}
+    return gap_recovered(normal["value"], low["value"], high["value"])
+
+
+def _trained_pairing(a: str, b: str, trained: dict[str, dict], evaluated: dict[str, list[str]]) -> list[tuple]:
+    """[(recipe of a, recipe of b, {"a": why, "b": why})]: each side on the recipe it was trained on; a side
+    without train/<variant>/ (zero-shot) on the other side's trained recipe, so both answer the same prompt; when
+    neither was trained, every recipe both were evaluated on."""
+    ta, tb = trained.get(a), trained.get(b)
+    if not ta and not tb:
+        why = "neither trained: each recipe both were evaluated on"
+        return [(r, r, {"a": why, "b": why}) for r in evaluated.get(a, []) if r in evaluated.get(b, [])]
+
+    def side(own: dict | None, other: dict, other_name: str) -> tuple[str, str]:
+        return (own["recipe"], own["source"]) if own else (other["recipe"], f"not trained: {other_name}'s recipe")
+
+    (ra, why_a), (rb, why_b) = side(ta, tb, b), side(tb, ta, a)
+    return [(ra, rb, {"a": why_a, "b": why_b})]
+
+
+def comparison_rows(entries: list[Entry], study: Study | None, trained: dict[str, dict], requested: str,
+                    scores: Scores, n_bootstrap: int, seed: int) -> list[dict]:
+    """Per pair the study declares (A, B), per benchmark and mode: A − B, each on the recipe it was trained on
+    (``_trained_pairing``), the paired CI over the ids both were evaluated on."""
+    pairs = _pairs(entries)
+    rows = []
+    for bench in dict.fromkeys(k[0] for k in pairs):
+        evaluated: dict[str, list[str]] = {}  # variant -> its recipes on this benchmark, in table order
+        for in_bench, variant, recipe in pairs:
+            if in_bench == bench:
+                evaluated.setdefault(variant, []).append(recipe)
+        for a, b in study.compare if study else ():
+            for ra, rb, recipe_from in _trained_pairing(a, b, trained, evaluated):
+                for m in MODES:
+                    ea, eb = pairs.get((bench, a, ra), {}).get(m), pairs.get((bench, b, rb), {}).get(m)
+                    if not ea and not eb:
+                        continue
+                    metric = headline_metric(bench, (ea or eb).metrics["overall"], requested)
+                    ca, cb, diff = compare_cells(ea, eb, metric, scores, n_bootstrap, seed)
+                    rows.append({"benchmark": bench, "a": a, "b": b, "mode": m, "metric": metric, "a_recipe": ra,
+                                 "b_recipe": rb, "recipe_from": recipe_from, "a_value": ca, "b_value": cb,
+                                 "diff": diff})
     return rows
 
 
@@ -81,14 +141,11 @@ def cot_rows(entries: list[Entry], requested: str, scores: Scores, n_bootstrap: 
                 continue
             cot_e, dir_e = modes[m], direct_modes[m]
             metric = headline_metric(bench, dir_e.metrics["overall"], requested)
-            cot, direct = (cell(x, metric, scores, n_bootstrap, seed) for x in (cot_e, dir_e))
-            paired = paired_difference(scores.get(cot_e, metric), scores.get(dir_e, metric), n_bootstrap, seed)
-            value = None if cot["value"] is None or direct["value"] is None else rounded(cot["value"] - direct["value"])
+            cot, direct, diff = compare_cells(cot_e, dir_e, metric, scores, n_bootstrap, seed)
             reasoning = {k: rounded(x.metrics["overall"].get(REASONING))
                          for k, x in (("direct", dir_e), ("cot", cot_e))}
             rows.append({"benchmark": bench, "variant": variant, "recipe": recipe, "mode": m, "metric": metric,
-                         "direct": direct, "cot": cot, REASONING: reasoning,
-                         "diff": {"value": value, **paired, "src": [cot["src"], direct["src"]]}})
+                         "direct": direct, "cot": cot, REASONING: reasoning, "diff": diff})
     return rows
 
 
@@ -154,12 +211,13 @@ def status_lists(entries: list[Entry], study: Study | None) -> tuple[list[dict],
     return incomplete, missing, warnings
 
 
-def results_tables(entries: list[Entry], requested: str, scores: Scores, n_bootstrap: int,
-                   seed: int) -> dict[str, list]:
+def results_tables(entries: list[Entry], requested: str, scores: Scores, n_bootstrap: int, seed: int,
+                   study: Study | None = None, trained: dict[str, dict] | None = None) -> dict[str, list]:
     """Every table of results.json, in the order report.md shows them."""
     return {
         "arms": arm_rows(entries, requested, scores, n_bootstrap, seed),
-        "headline": headline_rows(entries, requested, scores, n_bootstrap, seed),
+        "headline": headline_rows(entries, requested, scores, n_bootstrap, seed, study),
+        "comparisons": comparison_rows(entries, study, trained or {}, requested, scores, n_bootstrap, seed),
         "overall": overall_rows(entries, scores, seed),
         "by_question_type": group_rows(entries, "by_question_type", requested),
         "by_change_type": group_rows(entries, "by_change_type", requested),

@@ -1,7 +1,10 @@
-"""Fine-tune a VLM with the HF Trainer: LoRA (peft) by default, two losses from one code path.
+"""Fine-tune a VLM with the HF Trainer: LoRA (peft) by default, three losses from one code path.
 
     # CE on gold answers (the standard LoRA baseline), or on gold CoT when the recipe has gold phases
     python -m vlm finetune --model zoo:llava-ov-student --data RUN/split/cot_train.json --images_dir IMG --out_dir RUN/train/student_lora
+    # sequence-level KD: CE on the teacher's CoT transcripts only (no logit cache)
+    python -m vlm finetune --model zoo:llava-ov-student --data RUN/split/cot_train.json --images_dir IMG \
+        --loss cot --cot_dir RUN/cot --out_dir RUN/train/student_cot
     # KD: CE on the teacher's CoT + divergence to its cached raw top-k distributions
     python -m vlm finetune --model zoo:llava-ov-student --data RUN/split/cot_train.json --images_dir IMG \
         --loss kd --cot_dir RUN/cot --alpha 0.5 --temperature 1.0 --out_dir RUN/train/student_kd
@@ -40,13 +43,15 @@ REPORTERS: dict[str, tuple[str, ...]] = {"none": (), "tensorboard": ("tensorboar
 
 @dataclass
 class Config(SplitInput, ModelOptions, KDArguments):
-    """LoRA / full fine-tune with the HF Trainer; loss ce (gold) or kd (teacher CoT + cached logits)."""
+    """LoRA / full fine-tune with the HF Trainer; loss ce (gold), cot (teacher CoT) or kd (CoT + cached logits)."""
 
     model: str = field(metadata={"help": "hub id, local checkpoint folder or zoo:<name>"})
     out_dir: str = field(metadata={"help": "run folder: adapter/, checkpoints/, trainer_log.jsonl, train_config.json"})
-    loss: str = field(default="ce", metadata={"help": "ce | kd", "choices": ["ce", "kd"]})
+    loss: str = field(default="ce", metadata={
+        "help": "ce: gold targets | cot: CE on the teacher's CoT transcripts | kd: cot + divergence to its cached logits",
+        "choices": ["ce", "cot", "kd"]})
     recipe: str = field(default="direct", metadata={"help": "ce: recipe whose gold phases are the target (direct = gold answer)"})
-    cot_dir: str = field(default="", metadata={"help": "kd: generate_cot output (transcripts.jsonl + logits/)"})
+    cot_dir: str = field(default="", metadata={"help": "cot, kd: generate_cot output (transcripts.jsonl + logits/)"})
     epochs: float = field(default=3.0, metadata={"help": "training epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after N optimizer steps (overrides epochs when > 0)"})
     batch_size: int = field(default=8, metadata={"help": "per-device batch size"})
@@ -93,9 +98,14 @@ class Config(SplitInput, ModelOptions, KDArguments):
         if self.fsdp and not torch.cuda.is_available():
             # accelerate shards only on accelerators: on CPU it drops the FSDP plugin and silently trains with DDP
             problems.append(("flags", "--fsdp", "FSDP needs GPUs (on CPU, torchrun without --fsdp trains with DDP)"))
-        if self.loss == "kd" and not self.cot_dir:
-            problems.append(("flags", "--cot_dir", "--loss kd needs the generate_cot output folder"))
+        if self.on_transcripts and not self.cot_dir:
+            problems.append(("flags", "--cot_dir", f"--loss {self.loss} needs the generate_cot output folder"))
         DataError.raise_if(problems)
+
+    @property
+    def on_transcripts(self) -> bool:
+        """cot and kd learn the teacher's transcripts (same rows, same rendering); only kd adds the logit term."""
+        return self.loss in ("cot", "kd")
 
 
 def _scheduler_types() -> list[str]:
@@ -106,8 +116,8 @@ def _scheduler_types() -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- data
 def training_rows(cfg: Config, samples, recipe):
-    """Per sample the assistant turns to learn: gold (ce) or the teacher's transcript (kd)."""
-    if cfg.loss == "kd":
+    """Per sample the assistant turns to learn: gold (ce) or the teacher's transcript (cot, kd)."""
+    if cfg.on_transcripts:
         transcripts = resume_jsonl(Path(cfg.cot_dir) / "transcripts.jsonl")
         if not transcripts:
             raise DataError.single(Path(cfg.cot_dir) / "transcripts.jsonl", "-", "no teacher transcripts (run generate_cot first)")
@@ -207,7 +217,7 @@ def main(cfg: Config) -> int:
     from vlm.models import load_model
     from vlm.recipes import load_recipe
 
-    cot_meta = _cot_meta(cfg) if cfg.loss == "kd" else {}
+    cot_meta = _cot_meta(cfg) if cfg.on_transcripts else {}
     recipe = load_recipe(cot_meta.get("recipe", cfg.recipe))
     samples = cfg.samples()
     blind = cfg.blind
@@ -243,9 +253,9 @@ def main(cfg: Config) -> int:
                                                  target_modules=adapter.lora_targets()))
     model.train()
     bf16 = on_gpu and torch.cuda.is_bf16_supported() and cfg.dtype in ("auto", "bfloat16")
+    fallback = cot_meta.get("fallback_reason") if cfg.loss == "kd" else None  # cot never wanted the cache
     atomic_write_text(out / "train_config.json", dumps_json({**asdict(cfg), "recipe_resolved": recipe.name, "examples": len(rows),
-                                                           "kd_active": cache is not None,
-                                                           "kd_fallback_reason": cot_meta.get("fallback_reason"),
+                                                           "kd_active": cache is not None, "kd_fallback_reason": fallback,
                                                            "model_loaded": adapter.describe(), "bf16_autocast": bf16,
                                                            "full_finetune_trainable": trainable or None}))
     ckpt_dir = out / "checkpoints"

@@ -9,7 +9,16 @@
    the student trains on; per assistant token the top-k of log_softmax(RAW logits) (never generate()'s processed scores)
    + the log tail mass go to ``logits/`` (safetensors shards + index, see vlm/kd/cache.py), one row per
    student target, in order — so the student's targets and the teacher's distributions align 1:1.
-3. ``cot_meta.json``: teacher, recipe, k, tokenizer fingerprint, whether KD is possible.
+3. ``cot_meta.json``: teacher, recipe, k, tokenizer fingerprint, whether KD is possible, mode, transcripts_from.
+
+``--transcripts FILE`` skips step 1: FILE (another run's ``transcripts.jsonl``, e.g. the normal-mode teacher's) must hold
+every sample of ``--data``, written with ``--recipe``; its records are copied to ``out_dir/transcripts.jsonl`` and
+re-scored as in step 2. With ``--mode blind`` that gives the teacher's distributions on the same text without the
+image: the same student targets, so a normal-mode student trains on it with ``--loss kd`` — the negative control of a
+study (a pipeline that silently dropped images would show no difference between the two KD students).
+
+    python -m vlm generate_cot --teacher zoo:llava-ov-teacher --data RUN/split/cot_train.json --recipe hypo3d-cot \
+        --transcripts RUN/cot/transcripts.jsonl --mode blind --out_dir RUN/cot_blind
 
 KD needs the student to share the teacher's tokenizer. With ``--student`` the stage checks that first and
 refuses with a clear error when they differ, unless ``--fallback_to_ce``: then no cache is written and the
@@ -18,12 +27,13 @@ student trains with CE on the teacher's transcripts (the report says so).
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlm.benchmarks import SplitInput
-from vlm.data.errors import DataError, flags_below
+from vlm.data.errors import DataError, Problems, flags_below
 from vlm.distributed import ranks
 from vlm.generation import sample_image
 from vlm.io import atomic_write_text, dumps_json
@@ -48,9 +58,15 @@ class Config(SplitInput, ModelOptions):
     logit_chunk_rows: int = field(default=DEFAULT_CHUNK_ROWS, metadata={
         "help": "target positions per LM-head chunk when re-scoring (bounds the float32 vocabulary rows held at once)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    transcripts: str = field(default="", metadata={
+        "help": "re-score this transcripts.jsonl (every --data id, same --recipe) instead of generating; "
+                "with --mode blind: the teacher's distributions on that text without the image"})
 
     def __post_init__(self) -> None:  # checked when the flags are parsed, before any data or model loads
-        DataError.raise_if(self.model_option_problems() + flags_below(self, {"top_k": 1, "batch_size": 1, "logit_chunk_rows": 1}))
+        problems = self.model_option_problems() + flags_below(self, {"top_k": 1, "batch_size": 1, "logit_chunk_rows": 1})
+        if self.transcripts and not Path(self.transcripts).is_file():
+            problems.append(("flags", "--transcripts", f"not found: {self.transcripts}"))
+        DataError.raise_if(problems)
 
 
 def main(cfg: Config) -> int:
@@ -61,6 +77,7 @@ def main(cfg: Config) -> int:
 
     recipe = load_recipe(cfg.recipe)
     samples = cfg.samples()
+    given = given_transcripts(Path(cfg.transcripts), samples, recipe) if cfg.transcripts else None  # before models load
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     teacher = load_model(cfg.teacher, adapter=cfg.adapter or None, device=cfg.device, **cfg.load_kwargs())
@@ -82,9 +99,15 @@ def main(cfg: Config) -> int:
                 "seconds": seconds}
 
     rk = ranks()
-    _, transcripts = run_resumable(samples, out / "transcripts.jsonl", recipe, lambda: teacher, record, ranks=rk,
-                                   blind=cfg.blind, batch_size=cfg.batch_size, desc=f"CoT {recipe.name}",
-                                   stage="generate_cot")
+    if given is not None:  # every rank read the source; rank 0 writes the copy the cache is built from
+        transcripts = given
+        if rk.is_main:
+            lines = [json.dumps(transcripts[s.id], ensure_ascii=False) + "\n" for s in samples]  # append_jsonl's form
+            atomic_write_text(out / "transcripts.jsonl", "".join(lines))
+    else:
+        _, transcripts = run_resumable(samples, out / "transcripts.jsonl", recipe, lambda: teacher, record, ranks=rk,
+                                       blind=cfg.blind, batch_size=cfg.batch_size, desc=f"CoT {recipe.name}",
+                                       stage="generate_cot")
 
     # 2. raw top-k logits, teacher-forced on exactly the text the student will learn
     logits_dir = out / "logits"
@@ -109,12 +132,43 @@ def main(cfg: Config) -> int:
     meta = {"teacher": cfg.teacher, "adapter": cfg.adapter or None, "recipe": recipe.name, "top_k": cfg.top_k,
             "tokenizer": fingerprint, "kd": kd_possible, "fallback_reason": reason or None, "n": len(transcripts),
             "data": cfg.data, "mode": cfg.mode, "processes": rk.world, "model_loaded": teacher.describe(),
-            "logit_chunk_rows": cfg.logit_chunk_rows}
+            "logit_chunk_rows": cfg.logit_chunk_rows, "transcripts_from": cfg.transcripts or None}
     atomic_write_text(out / "cot_meta.json", dumps_json(meta))
     right = sum(t["answer"].strip().lower() == t["references"][0].strip().lower() for t in transcripts.values())
-    print(f"generate_cot: {len(transcripts)} transcripts ({recipe.name}; teacher answer exact {right}/{len(transcripts)})"
+    source = f"from {cfg.transcripts}, re-scored {cfg.mode}" if cfg.transcripts else recipe.name
+    print(f"generate_cot: {len(transcripts)} transcripts ({source}; teacher answer exact {right}/{len(transcripts)})"
           + (f", top-{cfg.top_k} logits -> {logits_dir}" if kd_possible else ", no cache (CE fallback)"))
     return 0
+
+
+def given_transcripts(path: Path, samples, recipe) -> dict[str, dict]:
+    """``--transcripts``: the record of every sample, checked against the recipe (one DataError line per problem).
+    Read, not resumed: a torn last line is a problem here, and the file is never truncated."""
+    problems = Problems(path)
+    records: dict[str, dict] = {}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            rec = json.loads(line) if line.strip() else None
+        except ValueError as e:
+            problems.add(f"line {i}", f"not JSON ({e})")
+            continue
+        if rec is not None:
+            if isinstance(rec, dict) and "id" in rec:
+                records[str(rec["id"])] = rec
+            else:
+                problems.add(f"line {i}", "expected a transcript record with an 'id'")
+    for s in samples:
+        rec = records.get(s.id)
+        want = [p.name for p in recipe.active(s)]
+        if rec is None:
+            problems.add(f"id '{s.id}'", "no transcript for this sample of --data")
+        elif rec.get("recipe") != recipe.name:
+            problems.add(f"id '{s.id}'", f"recipe '{rec.get('recipe')}', not --recipe '{recipe.name}'")
+        elif [p.get("name") if isinstance(p, dict) and isinstance(p.get("output"), str) else None
+              for p in rec.get("phases") or []] != want:
+            problems.add(f"id '{s.id}'", f"phases must be the recipe's {want}, each with an 'output' string")
+    problems.raise_if_any()
+    return {s.id: records[s.id] for s in samples}
 
 
 def rescore(teacher, recipe, samples, transcripts, writer, cfg: Config, desc: str = "re-score") -> None:

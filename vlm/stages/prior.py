@@ -41,7 +41,7 @@ def fit(train: list[Sample]) -> dict[tuple, str]:
 class Config:
     """Answer-prior baseline (no model): most frequent training answer per question pattern."""
 
-    train: str = field(metadata={"help": "training split (Hypo3D / ScanQA / A-OKVQA JSON or LLaVA-CoT JSONL)"})
+    train: str = field(metadata={"help": "training split (any benchmark file: python -m vlm validate --help)"})
     test: str = field(metadata={"help": "split to predict (same format)"})
     out: str = field(metadata={"help": "predictions.jsonl to write"})
     benchmark: str = field(default="auto", metadata={"help": f"{' | '.join(BENCHMARKS)} | auto"})
