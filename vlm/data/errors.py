@@ -63,8 +63,7 @@ class Problems:
         return bool(self.items)
 
     def raise_if_any(self) -> None:
-        if self.items:
-            raise DataError([(str(self.file), loc, msg) for loc, msg in self.items])
+        DataError.raise_if([(str(self.file), loc, msg) for loc, msg in self.items])
 
 
 def flags_below(config, minimums: dict[str, float], where: str = "flags") -> list[tuple[str, str, str]]:
