@@ -154,12 +154,13 @@ PROMPT_WORDS = [  # prompt vocabulary of the recipes, so their words are single 
 ]
 
 
-def toy_world(scenes: int, seed: int, questions_per_change: int = 3):
+def toy_world(scenes: int, seed: int, questions_per_change: int = 3, scanqa: bool = True):
+    """(scenes, Hypo3D object, ScanQA records or None, config)."""
     from vlm.data import toyworld
 
     cfg = toyworld.Config(scenes=scenes, seed=seed, questions_per_change=questions_per_change)
     world = toyworld.generate_world(cfg)
-    return world, toyworld.build_hypo3d(world, cfg), toyworld.build_scanqa(world, cfg), cfg
+    return world, toyworld.build_hypo3d(world, cfg), toyworld.build_scanqa(world, cfg) if scanqa else None, cfg
 
 
 def hypo3d_prompt(context_change: str, question: str, orientation: str = "") -> str:
@@ -230,11 +231,9 @@ def chats(scenes: int, seed: int, image_size: int = 48) -> list[tuple[list[dict]
     from vlm.recipes import load_recipe
 
     recipe = load_recipe("hypo3d-cot")
-    world, hypo, scan, _ = toy_world(scenes, seed, CHAT_QUESTIONS)
+    # ScanQA records are per scene (their own RNG stream): written only for the chats that use them.
+    world, hypo, _, cfg = toy_world(scenes, seed, CHAT_QUESTIONS, scanqa=False)
     samples = _hypo3d_samples(world, hypo)
-    by_scene: dict[str, list[dict]] = {}
-    for r in scan:
-        by_scene.setdefault(r["scene_id"], []).append(r)
     rng = random.Random(seed)
     out = []
     for scene in world:
@@ -242,7 +241,8 @@ def chats(scenes: int, seed: int, image_size: int = 48) -> list[tuple[list[dict]
         conv = recipe.conversation(first, recipe.gold(first))  # observe, imagine, answer
         if rng.random() < SCANQA_SHARE:  # ScanQA's form of the recipe: questions about the observed scene
             conv = conv[:2]
-            for r in rng.sample(by_scene[scene.scene_id], min(CHAT_QUESTIONS, len(by_scene[scene.scene_id]))):
+            records = toyworld.build_scanqa([scene], cfg)
+            for r in rng.sample(records, min(CHAT_QUESTIONS, len(records))):
                 conv += [{"role": "user", "content": [{"type": "text", "text": scanqa_prompt(r["question"])}]},
                          {"role": "assistant", "content": [{"type": "text", "text": r["answers"][0]}]}]
         else:
