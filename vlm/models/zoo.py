@@ -70,8 +70,11 @@ class ZooSpec:
         return self.role == "mirror"
 
 
-# Budgets measured on the 2-core CI machine (llava-onevision): teacher ~1000 steps in ~3.5 min, grounding
-# forms after ~450; student ~300 steps in well under a minute — it ends less grounded, as a student should.
+# Measured (llava-onevision, 40 held-out scenes, evaluate_card): the teacher's listing forms between chat steps
+# 300 and 500 (49% -> 99% of cells) and is 100% at 800; its answers stay near their priors at 800 steps
+# (hypo3d-cot EM 33% vs 31% blind) and start to use the listings with more steps (1,600: 51% vs 38%, twice
+# the build time). lr 4e-3 or answer_weight 5 delayed the listing (56-63% at 800). The student (100 + 300
+# steps) lists "nothing" everywhere: weaker than the teacher, as it should be.
 _TEACHER = dict(role="teacher", text_hidden=96, text_layers=3, text_heads=4, kv_heads=2, vision_hidden=64, vision_layers=2,
                 align_steps=200, steps=800)
 _STUDENT = dict(role="student", text_hidden=64, text_layers=2, text_heads=4, kv_heads=2, vision_hidden=32, vision_layers=1,
