@@ -131,6 +131,32 @@ def test_zoo_build_is_deterministic(tmp_path, monkeypatch):
     assert all(torch.equal(states[1][k], states[3][k]) for k in states[1])
 
 
+@pytest.mark.slow
+def test_zoo_pretraining_runs_both_stages_and_the_card_asks_through_the_recipes(tmp_path, monkeypatch):
+    """A trained entry at 2 + 2 steps: the alignment stage and the chat stage both run (HF Trainer), the card's
+    evaluation writes held-out Hypo3D files and asks every question through the recipes; the answer-weighted
+    loss at weight 1 is the model's own CE."""
+    import dataclasses
+    import functools
+
+    from vlm.models import zoo
+
+    monkeypatch.setenv("VLM_ZOO_DIR", str(tmp_path))
+    spec = dataclasses.replace(zoo.zoo_specs()["llava-ov-student"], steps=2, align_steps=2, batch_size=2, align_batch_size=2)
+    monkeypatch.setitem(zoo.zoo_specs(), "llava-ov-student", spec)
+    monkeypatch.setattr(zoo, "evaluate_card", functools.partial(zoo.evaluate_card, n_scenes=1))
+    card = json.loads((zoo.ensure("llava-ov-student") / "zoo_card.json").read_text())
+    assert card["pretraining"]["alignment"]["steps"] == 2 and card["pretraining"]["chats"]["steps"] == 2
+    assert card["eval"]["questions"] == 6  # 1 scene x 2 changes x 3 questions, each with its own change
+    assert {"cell_acc_normal", "cell_acc_blind", "qa_em_cot_normal", "qa_em_cot_blind", "qa_em_direct_normal"} <= set(card["eval"])
+    adapter = load_model("zoo:llava-ov-student", device="cpu")
+    rows = zoo.chats(2, zoo.EVAL_SEED)
+    batch = adapter.training_batch([r[0] for r in rows], [r[1] for r in rows])
+    with torch.no_grad():
+        assert torch.allclose(zoo.answer_weighted_loss(adapter.model, batch, 1.0), adapter.model(**batch).loss, atol=1e-5)
+    assert adapter.base_image_tokens(batch["pixel_values"]).shape[1] == 9  # one token per 16-px cell of the 48-px image
+
+
 def test_zoo_entries_come_from_the_family_modules(monkeypatch):
     """Each family module names its zoo entries (``ZOO_PREFIX``); the zoo keeps no family list of its own."""
     import sys

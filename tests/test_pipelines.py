@@ -200,7 +200,13 @@ def test_distillation_study_dry_run_splits_as_the_seed_script_and_passes_only_se
     positional split script writes; unset stage settings stay off the command lines (the stage defaults apply);
     the study's variants are in the manifest."""
     teacher, student = fake_checkpoint(tmp_path / "teacher"), fake_checkpoint(tmp_path / "student", "qwen2_vl")
-    r, run_dir, manifest, stages = dry_run(tmp_path, "cot_inference_pipeline_hypo3d.sh", teacher, student)
+    # the default data: a generated toy world (TOY_SCENES scenes, seed 0), of which the committed sample is the
+    # first 40 scenes — so 40 reproduce the sample byte for byte and split as the seed script splits the sample
+    r, run_dir, manifest, stages = dry_run(tmp_path, "cot_inference_pipeline_hypo3d.sh", teacher, student, TOY_SCENES="40")
+    world = tmp_path / "runs" / "toyworld" / "hypo3d-seed0-40"
+    assert manifest["config"]["DATA"] == str(world / "hypo3d.json") and manifest["config"]["TOY_SCENES"] == "40"
+    for name in ("hypo3d.json", "axis_definition.xlsx", "images/toy0039.png"):
+        assert (world / name).read_bytes() == (REPO / "hypo_dataset" / "sample" / name).read_bytes(), name
     assert manifest["study"] == STUDY
     assert manifest["config"]["LR"] == manifest["config"]["TOP_K"] == "" and manifest["config"]["SEED"] == "42"
     assert manifest["config"]["RECIPE"] == "hypo3d-cot" and manifest["seed"] == "42"
@@ -214,7 +220,7 @@ def test_distillation_study_dry_run_splits_as_the_seed_script_and_passes_only_se
     assert made == sorted(p.name for p in (ref / "split").iterdir()) and "cot_test.json" in made
     for name in made:
         ours, theirs = (run_dir / "split" / name).read_bytes(), (ref / "split" / name).read_bytes()
-        if name == "mode2_manifest.json":  # names its input, the cot_pool.json of each run dir
+        if name.endswith("_manifest.json"):  # names its input: the generated world, each run dir's cot_pool.json
             ours, theirs = (json.loads(b) | {"input": ""} for b in (ours, theirs))
         assert ours == theirs, name
     evals = [n for n in stages if n.startswith("eval_") and n != "eval_prior"]
@@ -231,7 +237,7 @@ def test_distillation_study_dry_run_splits_as_the_seed_script_and_passes_only_se
     assert flag(stages["student_kd"], "--alpha") is None and flag(stages["student_kd"], "--divergence") is None
     assert flag(stages["teacher_cot"], "--top_k") is flag(stages["teacher_cot"], "--fallback_to_ce") is None
     assert flag(stages["teacher_cot"], "--recipe") == "hypo3d-cot"
-    assert flag(stages["teacher_cot"], "--axis_definitions") == "hypo_dataset/sample/axis_definition.xlsx"
+    assert flag(stages["teacher_cot"], "--axis_definitions") == str(world / "axis_definition.xlsx")
     assert flag(stages["split_teacher"], "--seed") == flag(stages["split_cot"], "--seed") == "42"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from vlm.data.errors import DataError
@@ -117,6 +119,33 @@ def test_max_new_tokens_overrides_every_phase():
     rec = Recorder()
     run(r, rec, [SCAN], [None], max_new_tokens=200)
     assert rec.budgets == [200, 200]
+
+
+def test_greedy_phases_generate_each_distinct_input_once():
+    """hypo3d-cot's observe phase is the same for every question of a scene (and imagine for every question of
+    a change): with greedy decoding it is generated once per distinct (conversation, image); sampling keeps every row."""
+    from PIL import Image
+
+    from vlm.recipes import run
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, convs, images, gen_cfg):
+            self.calls.append(len(convs))
+            return [f"out {len(str(c))} {im.getpixel((0, 0)) if im else None}" for c, im in zip(convs, images)]
+
+    r = load_recipe("hypo3d-cot")
+    change = {**HYPO.context, "context_change": "The chair moved."}
+    samples = [HYPO, replace(HYPO, question="Is there a cube?"), replace(HYPO, context=change)]
+    red, blue = Image.new("RGB", (4, 4), "red"), Image.new("RGB", (4, 4), "blue")
+    rec = Recorder()
+    once = run(r, rec, samples + [HYPO], [red, red, red, blue])
+    assert rec.calls == [2, 3, 4]  # observe: red, blue; imagine: two changes x two images -> 3 distinct; answers: all
+    rec = Recorder()
+    every = run(r, rec, samples + [HYPO], [red, red, red, blue], gen_cfg={"do_sample": True})
+    assert rec.calls == [4, 4, 4] and every == once  # same texts, each row generated
 
 
 def test_bad_recipe_files_are_clear_errors(tmp_path):

@@ -164,7 +164,9 @@ def apply_sentence(objs: dict, sentence: str) -> dict:
 
 
 def describe(objs: dict) -> str:
-    return "; ".join(f"{phrase(cell)}: {c} {k}" for cell, (c, k) in sorted(objs.items())) + "."
+    """Every cell front to back, left to right, empty ones as 'nothing' (the scene descriptions' listing)."""
+    cells = [(r, c) for r in range(3) for c in range(3)]
+    return "; ".join(f"{phrase(cell)}: {' '.join(objs[cell]) if cell in objs else 'nothing'}" for cell in cells) + "."
 
 
 def kind_areas(image: np.ndarray, objs: dict) -> dict[str, int]:
@@ -235,7 +237,7 @@ def test_movement_sentence_matches_moved_object(world):
                 continue
             moves += 1
             assert entries(rec["changed_scene_description"])[m[3]] == f"{m[1]} {m[2]}"
-            assert m[3] not in entries(rec["scene_description"])  # moved to a free cell
+            assert entries(rec["scene_description"])[m[3]] == "nothing"  # moved to a free cell
             moved = tw.apply_change(scene, change).find(m[1], m[2])
             assert moved.id == change.old.id and phrase(moved.cell) == m[3]
     assert moves >= 10

@@ -17,11 +17,12 @@ class Oracle:
     (the scene's listing, the reference answer of its context change + question), as a perfect model would."""
 
     def __init__(self, n_scenes: int, image_size: int, tmp):
-        samples, listings = zoo.card_samples(n_scenes, image_size, tmp)
+        samples = zoo.card_samples(n_scenes, image_size, tmp)
         from vlm.generation import sample_image
 
         self.scene = {sample_image(s, False).tobytes(): s.scene_id for s in samples}
-        self.listing = listings
+        self.listing = {s.scene_id: s.context["scene_description"] for s in samples}
+        self.changed = {(s.scene_id, s.context["context_change"]): s.context["changed_scene_description"] for s in samples}
         self.answer = {(s.scene_id, s.context["context_change"], s.question): s.answer for s in samples}
 
     def generate(self, convs, images, gen_cfg=None):
@@ -33,10 +34,10 @@ class Oracle:
         scene = self.scene[image.tobytes()]
         users = "\n".join(c["text"] for m in conv if m["role"] == "user" for c in m["content"] if c["type"] == "text")
         last = conv[-1]["content"][-1]["text"]
-        if last.endswith(zoo.LISTING_PROMPT):
+        if last.endswith("Describe the scene: what is at each location?"):  # hypo3d-cot's observe phase
             return self.listing[scene]
-        if "Question:" not in last:
-            return "the scene after the change"  # hypo3d-cot's imagine phase
+        if "Question:" not in last:  # its imagine phase
+            return self.changed[(scene, CHANGE.findall(users)[-1])]
         return self.answer[(scene, CHANGE.findall(users)[-1], QUESTION.findall(users)[-1])]
 
 
@@ -46,10 +47,13 @@ def test_a_perfect_model_scores_100_on_every_figure(tmp_path):
                        vision_hidden=8, vision_layers=1)
     card = zoo.evaluate_card(Oracle(n_scenes, spec.image_size, tmp_path), spec, n_scenes=n_scenes)
     assert card["scenes"] == n_scenes and card["questions"] == n_scenes * 6  # 2 changes x 3 questions per scene
+    by_template = card.pop("cot_em_by_template_normal")
+    assert all(em == 100.0 for em, _ in by_template.values()) and sum(n for _, n in by_template.values()) == n_scenes * 6
     normal = {k: v for k, v in card.items() if k.endswith("_normal")}
-    assert set(normal) == {"cell_acc_normal", "qa_em_direct_normal", "qa_em_after_listing_normal", "qa_em_cot_normal"}
+    assert set(normal) == {"cell_acc_normal", "object_acc_normal", "imagine_cell_acc_normal", "qa_em_direct_normal",
+                           "qa_em_cot_normal"}
     assert all(v == 100.0 for v in normal.values()), card
-    assert card["cell_acc_blind"] < 100 and card["qa_em_direct_blind"] < 100, card
+    assert card["object_acc_blind"] == 0 and card["cell_acc_blind"] < 100 and card["qa_em_direct_blind"] < 100, card
 
 
 def test_zoo_card_recomputes_the_eval_of_a_built_entry_only(tmp_path, monkeypatch):

@@ -67,6 +67,20 @@ recipes_for() {
   "$PYTHON" -c "import sys; from vlm.benchmarks import get; b = get(sys.argv[1]); print(*map(b.recipe_for, sys.argv[2:]), sep='\n')" "$@"
 }
 
+# toy_world_data SCENES : the embedded study's default data, the toy world in the real Hypo3D format (SCENES
+# scenes, seed 0: the committed 40-scene sample is its prefix), generated once into $RUNS_DIR/toyworld and reused
+# (deterministic: same scenes and seed, same bytes); prints the path of its hypo3d.json
+toy_world_data() {
+  local dir="${RUNS_DIR:-runs}/toyworld/hypo3d-seed0-$1"
+  if [[ ! -f "$dir/hypo3d.json" ]]; then
+    log "generating the default data: $1 toy-world scenes in the Hypo3D format -> $dir"
+    mkdir -p "$(dirname "$dir")"; rm -rf "$dir.tmp.$$"
+    "${VLM[@]}" toyworld --hypo3d_out "$dir.tmp.$$" --scenes "$1" >&2 || die "could not generate $dir"
+    mv -T "$dir.tmp.$$" "$dir" 2>/dev/null || rm -rf "$dir.tmp.$$"  # another run got there first: same bytes
+  fi
+  printf '%s\n' "$dir/hypo3d.json"
+}
+
 # start_run TEACHER STUDENT BENCHMARK VAR... : create (or, with RUN_DIR=<dir>, resume) the run directory,
 # echo the configuration and record it with the provenance in manifest.json
 start_run() {

@@ -9,7 +9,8 @@
 #
 # Environment (default):
 #   TEACHER STUDENT DATA (the arguments, when given; else zoo:llava-ov-teacher, zoo:llava-ov-student, the
-#   preset's sample)  IMAGES_DIR (DATA dir/images)  AXIS_DEFINITIONS (DATA dir/axis_definition.xlsx, if present)
+#   preset's data: a generated toy world of TOY_SCENES (360) scenes in the Hypo3D format, in $RUNS_DIR/toyworld)
+#   IMAGES_DIR (DATA dir/images)  AXIS_DEFINITIONS (DATA dir/axis_definition.xlsx, if present)
 #   RECIPE (hypo3d-cot: the CoT recipe of the teacher's transcripts and of the CoT evaluations)
 #   TEACHER_EPOCHS  EPOCHS (the students')  LR (e.g. ~2e-4 for 7B models)  BATCH_SIZE   python -m vlm finetune
 #   ALPHA  TEMPERATURE  DIVERGENCE                                                 python -m vlm finetune (KD)
@@ -30,7 +31,9 @@ if [[ -n "${TRAIN_DATA_PATH:-}" ]]; then
   for var in "${SPLIT_VARS[@]}"; do require_file "${!var:-}" "$var"; done
   DATA="$TRAIN_DATA_PATH"
 else
-  DATA="${3:-${DATA:-hypo_dataset/sample/hypo3d.json}}"
+  # default: a generated toy world big enough for >= 300 CoT-test questions (TOY_SCENES scenes x 6 questions; the
+  # CoT test split is 0.5 x 0.3 of the scenes); the 40-scene sample in hypo_dataset/sample stays for the tests
+  DATA="${3:-${DATA:-$(toy_world_data "${TOY_SCENES:-360}")}}"
   require_file "$DATA" "benchmark JSON"
 fi
 IMAGES_DIR="${IMAGES_DIR:-$(dirname "$DATA")/images}"
@@ -43,7 +46,7 @@ for var in "${SPLIT_VARS[@]}"; do
     || die "$var is not a valid $BENCHMARK file (see above)"
 done
 
-start_run "$TEACHER" "$STUDENT" "${RUN_TAG:+$RUN_TAG-}$BENCHMARK" "${SPLIT_VARS[@]}" TEACHER STUDENT DATA BENCHMARK \
+start_run "$TEACHER" "$STUDENT" "${RUN_TAG:+$RUN_TAG-}$BENCHMARK" "${SPLIT_VARS[@]}" TEACHER STUDENT DATA TOY_SCENES BENCHMARK \
   IMAGES_DIR AXIS_DEFINITIONS RECIPE SEED LIMIT TEACHER_EPOCHS EPOCHS LR BATCH_SIZE ALPHA TEMPERATURE DIVERGENCE TOP_K \
   KD_FALLBACK "${SCALE_VARS[@]}"
 # The variants in report order; every evaluate call below names one of them. The answer prior has no image.

@@ -186,6 +186,16 @@ def describe(scene: Scene) -> str:
     return "; ".join(f"{position_phrase(o.row, o.col, scene.grid)}: {o.name}" for o in ordered) + "."
 
 
+def cell_listing(scene: Scene) -> str:
+    """Every cell in a fixed order, empty ones included: 'front left: red chair; front: nothing; …'. The scene
+    descriptions the CoT recipes observe and imagine: entry k always describes cell k (= image patch k), so a tiny
+    model reads the picture by attending to image token k, and the changed scene differs from the original in
+    the changed cells only — both answer lookups by position or by name."""
+    cells = [(r, c) for r in range(scene.grid) for c in range(scene.grid)]
+    return "; ".join(f"{position_phrase(r, c, scene.grid)}: {o.name if (o := scene.at(r, c)) else 'nothing'}"
+                     for r, c in cells) + "."
+
+
 def apply_change(scene: Scene, change: Change) -> Scene:
     """The hypothetical scene after one change (each Hypo3D change applies to the original scene)."""
     objects = [o for o in scene.objects if change.old is None or o.id != change.old.id]
@@ -393,7 +403,8 @@ def choose_questions(
     chosen: list[QA] = []
     for k in range(n):
         qtype = QUESTION_TYPES[(start + k) % len(QUESTION_TYPES)]
-        left = [q for q in pool if q not in chosen]
+        asked = {q.question for q in chosen}  # a question's text identifies it in a pool (cheaper than QA equality)
+        left = [q for q in pool if q.question not in asked]
         typed = [q for q in left if qtype in q.question_type] or left
         if prefer is not None and rng.random() < _FOCUS_SHARE:
             typed = [q for q in typed if prefer(q)] or typed
@@ -527,8 +538,8 @@ def build_hypo3d(scenes: list[Scene], cfg: "Config") -> dict[str, list[dict]]:
             records.append({
                 "context_change": change.sentence,
                 "change_type": change.change_type,
-                "scene_description": describe(scene),
-                "changed_scene_description": describe(apply_change(scene, change)),
+                "scene_description": cell_listing(scene),
+                "changed_scene_description": cell_listing(apply_change(scene, change)),
                 "questions_answers": qas,
             })
         data[scene.scene_id] = records
@@ -549,7 +560,7 @@ def build_scanqa(scenes: list[Scene], cfg: "Config") -> list[dict]:
                 "object_ids": [o.id for o in q.objects],
                 "object_names": [o.kind for o in q.objects],
                 "question_type": " ".join(q.question_type),
-                "scene_description": describe(scene),
+                "scene_description": cell_listing(scene),
             })
     return out
 

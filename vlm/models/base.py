@@ -143,6 +143,12 @@ class VLMAdapter:
         number of image tokens); returns what was applied. Families without a budget ignore it."""
         return {}
 
+    def base_image_tokens(self, pixel_values) -> torch.Tensor | None:
+        """Family hook for the zoo's alignment stage: the LM-side features of the base image, one per vision patch
+        in row-major order ([batch, patches, hidden]), from a ``training_batch``'s pixel values; None where a
+        family does not provide it (its zoo entries then skip the alignment stage)."""
+        return None
+
     def describe(self) -> dict:
         """What a stage records about the loaded model: attention kernels, dtype, image budget."""
         cfg = getattr(self.model, "config", None)

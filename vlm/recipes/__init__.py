@@ -23,6 +23,8 @@ orientation: …\\n" or ""), and the outputs of earlier phases by phase name.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import string
 from dataclasses import dataclass
@@ -222,10 +224,28 @@ def run(recipe: Recipe, adapter, samples: list[Sample], images: list, *, blind: 
         for max_new, idx in by_tokens.items():
             convs = [recipe.conversation(samples[i], outputs[i], blind=blind) for i in idx]
             imgs = [None if blind or not _shows_image(c) else images[i] for i, c in zip(idx, convs)]
-            texts = adapter.generate(convs, imgs, {**(gen_cfg or {}), "max_new_tokens": max_new})
+            texts = generate_each_once(adapter, convs, imgs, {**(gen_cfg or {}), "max_new_tokens": max_new})
             for i, text in zip(idx, texts):
                 outputs[i].append(text)
     return outputs
+
+
+def generate_each_once(adapter, convs: list[Conversation], images: list, gen_cfg: dict) -> list[str]:
+    """``adapter.generate``, with identical (conversation, image) rows generated once when decoding is greedy
+    (then a row's text is a function of its input): hypo3d-cot's observe phase is the same for every question
+    of a scene, its imagine phase for every question of a context change."""
+    if gen_cfg.get("do_sample"):
+        return adapter.generate(convs, images, gen_cfg)
+
+    def key(conv, image):
+        pixels = None if image is None else (image.mode, image.size, hashlib.sha1(image.tobytes()).hexdigest())
+        return json.dumps(conv, sort_keys=True), pixels
+
+    keys = [key(c, im) for c, im in zip(convs, images)]
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}  # each input's first row
+    rows = sorted(first.values())
+    texts = dict(zip((keys[i] for i in rows), adapter.generate([convs[i] for i in rows], [images[i] for i in rows], gen_cfg)))
+    return [texts[k] for k in keys]
 
 
 def _shows_image(conversation: Conversation) -> bool:
