@@ -67,10 +67,12 @@ def test_cache_matches_transcripts_and_student_labels(cot_run):
 
 
 @pytest.mark.slow
-def test_rescored_argmax_is_the_generated_token(tmp_path):
+def test_rescored_argmax_is_the_generated_token(tmp_path, zoo_dir):
     """Greedy CoT from a trained zoo teacher, re-scored teacher-forced: the cached top-1 is the generated token
-    at every position of every transcript whose phases all ended on their own (not cut by max_new_tokens)."""
-    r = vlm("generate_cot", "--teacher", "zoo:llava-ov-teacher", *common(), "--limit", 24, "--out_dir", tmp_path / "cot")
+    at every position of every transcript whose phases all ended on their own (not cut by max_new_tokens).
+    The teacher comes from the session's shared zoo (built once, also used by the structured study's test)."""
+    r = vlm("generate_cot", "--teacher", "zoo:llava-ov-teacher", *common(), "--limit", 24, "--out_dir", tmp_path / "cot",
+            zoo_dir=zoo_dir, timeout=1800)
     assert r.returncode == 0, r.stderr
     cache = LogitCache(tmp_path / "cot" / "logits")
     from vlm.io import resume_jsonl

@@ -77,10 +77,10 @@ def test_aokvqa_rationale_training_and_mc_da_scoring(tmp_path):
 
 
 @pytest.mark.slow
-def test_structured_study_on_the_embedded_default(tmp_path):
+def test_structured_study_on_the_embedded_default(tmp_path, zoo_dir):
     """`bash pipelines/structured_reasoning_pipeline.sh` with no arguments (zoo:llava-ov-teacher, the LLaVA-CoT
     toy sample): every arm evaluated normal and blind, the report lists them all with the reasoning rate."""
-    env = {**os.environ, "RUNS_DIR": str(tmp_path / "runs")}
+    env = {**os.environ, "RUNS_DIR": str(tmp_path / "runs"), "VLM_ZOO_DIR": str(zoo_dir)}
     r = subprocess.run(["bash", str(REPO / "pipelines" / "structured_reasoning_pipeline.sh")], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
