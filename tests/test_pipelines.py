@@ -18,7 +18,7 @@ import pytest
 from helpers import REPO
 
 PIPELINES = REPO / "pipelines"
-pytestmark = pytest.mark.slow  # ~25 min on 2 cores; CI runs it, `pytest -m "not slow"` is the quick loop
+pytestmark = pytest.mark.slow  # CI runs it; `pytest -m "not slow"` is the quicker loop
 VARIANTS = ("teacher_zeroshot", "teacher_lora", "student_zeroshot", "student_lora", "student_kd")
 # the arms that separate the CoT text from the logits: evaluated with the study's CoT recipe only
 COT_ONLY = ("student_cot_sft", "student_kd_blind_cache")
