@@ -39,6 +39,7 @@ from vlm.models.tokenizer import QWEN2_EMBEDDING_ROWS
 ZOO_VERSION = 3  # bump when a spec, the tokenizer corpus or the pretraining recipe changes
 WORLD_SEED = 1000  # pretraining scenes; the committed samples use seed 0
 EVAL_SEED = 2000  # held-out scenes for the zoo card's accuracy figures
+CHAT_QUESTIONS = 3  # questions per pretraining chat, unless a spec says otherwise (ZooSpec.chat_questions)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class ZooSpec:
     align_lr: float = 3e-3
     align_weight: float = 0.5  # the alignment loss kept in the chat stage
     answer_weight: float = 1.0  # CE weight of the answer turns in the chat stage (answer_weighted_loss)
-    chat_questions: int = 3  # questions (answer turns) per pretraining chat (chats)
+    chat_questions: int = CHAT_QUESTIONS  # questions (answer turns) per pretraining chat (chats)
     seed: int = 0
     tokenizer: str = "toy"  # toy: the shared trained BPE | qwen2: the real Qwen2 BPE (tokenizer.qwen2_tokenizer)
     vocab_rows: int = 0  # embedding / lm_head rows; 0: len(tokenizer)
@@ -219,7 +220,6 @@ def _hypo3d_samples(world, hypo) -> dict[str, list[list]]:
 # copied the listing into the imagined scene only with turns in between (87% of cells right) and wrote noise
 # when the recipe asked right after the observation (15%).
 SCANQA_SHARE = 0.25
-CHAT_QUESTIONS = 3  # questions per chat (default; ZooSpec.chat_questions)
 
 
 def conversations(scenes: int, seed: int, image_size: int = 48) -> list[tuple[list[dict], object]]:
@@ -362,27 +362,26 @@ def alignment_loss(adapter, pixel_values, targets):
 def answer_weighted_loss(model, inputs, weight: float):
     """Token-mean CE over the assistant tokens, the answer turns (every assistant turn after the first two:
     observe and imagine) weighted ``weight``: a listing is ~45 tokens and an answer ~2, so with plain CE the
-    answers get a few percent of the gradient. Where the model exposes its base model and lm_head (LLaVA-OV,
-    Qwen2-VL), the lm_head runs only at the labelled positions (~26% of them): the same loss, ~20% less time
-    per step."""
+    answers get a few percent of the gradient. The LM head meets only the labelled rows (``head_replaced`` +
+    ``shifted_rows``, as training does), in every family: ~26% of the positions, ~20% less time per step."""
     import torch
     import torch.nn.functional as F
 
+    from vlm.kd.cache import shifted_rows
+    from vlm.models.base import IGNORE_INDEX, head_replaced
+
     labels = inputs["labels"]
-    target = labels[:, 1:]
-    on = target != -100
+    on = labels[:, 1:] != IGNORE_INDEX
     starts = on & ~F.pad(on[:, :-1], (1, 0))  # first token of each assistant turn
     turn = torch.cumsum(starts.long(), dim=1)  # 1 = observe, 2 = imagine, 3.. = answers
-    w = torch.where(turn > 2, weight, 1.0) * on
-    kwargs = {k: v for k, v in inputs.items() if k != "labels"}
-    base, head = getattr(model, "model", None), getattr(model, "lm_head", None)
-    if base is not None and head is not None:
-        logits = head(base(**kwargs).last_hidden_state[:, :-1][on])  # [labelled positions, V]
-        ce = F.cross_entropy(logits.float(), target[on], reduction="none")
-        return (ce * w[on]).sum() / w.sum()
-    logits = model(**kwargs).logits[:, :-1]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100, reduction="none")
-    return (ce * w.reshape(-1)).sum() / w.sum()
+    w = torch.where(turn > 2, weight, 1.0)[on]  # per labelled row, in shifted_rows' order
+
+    def weighted_ce(head_forward, hidden):
+        rows, targets, _ = shifted_rows(hidden, labels)
+        return (F.cross_entropy(head_forward(rows).float(), targets, reduction="none") * w).sum() / w.sum()
+
+    with head_replaced(model, weighted_ce):
+        return model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
 
 
 def pretrain(adapter, spec: ZooSpec, name: str) -> dict:
