@@ -131,6 +131,24 @@ def test_zoo_build_is_deterministic(tmp_path, monkeypatch):
     assert all(torch.equal(states[1][k], states[3][k]) for k in states[1])
 
 
+def test_zoo_build_in_parallel_gives_the_weights_of_one_by_one(tmp_path, monkeypatch):
+    """`zoo build A B` builds in one child process per entry, side by side: the same bytes as a build in this
+    process; an unknown name is one clear error and nothing is built."""
+    from vlm.models import zoo
+
+    names = ("llava-ov-mirror", "qwen2-vl-mirror")
+    r = run_vlm("zoo", "build", *names, "--jobs", "2", env={"VLM_ZOO_DIR": str(tmp_path / "parallel")})
+    assert r.returncode == 0, r.stderr
+    assert all(f"zoo: building {n}" in r.stderr for n in names)
+    monkeypatch.setenv("VLM_ZOO_DIR", str(tmp_path / "serial"))
+    for name in names:
+        serial = zoo.ensure(name) / "model.safetensors"
+        assert serial.read_bytes() == (tmp_path / "parallel" / f"v{zoo.ZOO_VERSION}" / name / "model.safetensors").read_bytes()
+    r = run_vlm("zoo", "build", "llava-ov-mirror", "no-such-entry", env={"VLM_ZOO_DIR": str(tmp_path / "bad")})
+    assert r.returncode != 0 and "zoo:no-such-entry" in r.stderr and "unknown zoo entry" in r.stderr
+    assert not (tmp_path / "bad" / f"v{zoo.ZOO_VERSION}" / "llava-ov-mirror").exists()
+
+
 @pytest.mark.slow
 def test_zoo_pretraining_runs_both_stages_and_the_card_asks_through_the_recipes(tmp_path, monkeypatch):
     """A trained entry at 2 + 2 steps: the alignment stage and the chat stage both run (HF Trainer), the card's

@@ -277,6 +277,10 @@ def test_presets_dry_run_the_same_study(tmp_path, script, benchmark, tag):
     assert f"_{tag}_" in run_dir.name and manifest["config"]["BENCHMARK"] == benchmark
     assert list(stages) == list(ref_stages) and manifest["study"] == reference["study"] == STUDY
     assert flag(stages["validate"], "--benchmark") == benchmark
+    # the teacher LoRA learns the generated toy world's gold reasoning (its listings); given data: gold answers
+    assert flag(ref_stages["teacher_lora"], "--recipe") == reference["config"]["TEACHER_RECIPE"] == "hypo3d-cot"
+    taught = "direct" if benchmark == "scanqa" else "hypo3d-cot"
+    assert flag(stages["teacher_lora"], "--recipe") == manifest["config"]["TEACHER_RECIPE"] == taught
     if benchmark == "scanqa":
         assert manifest["config"]["DATA"] == "scanqa_dataset/sample/scanqa.json"
     else:
@@ -297,6 +301,7 @@ def test_given_splits_preset_dry_run(tmp_path):
     for name in ("teacher_lora", *STUDENTS):
         assert (flag(stages[name], "--epochs"), flag(stages[name], "--limit")) == ("1", "8")
     assert flag(stages["teacher_cot_blind"], "--data") == train
+    assert flag(stages["teacher_lora"], "--recipe") == "direct"  # given files: gold answers, not gold reasoning
 
 
 @pytest.mark.fast

@@ -33,6 +33,14 @@ help_requested() { [[ "${1:-}" == -h || "${1:-}" == --help ]]; }
 # path-safe id: llava-hf/llava-onevision-qwen2-7b-ov-hf -> llava-onevision-qwen2-7b-ov-hf, zoo:x -> zoo-x
 slug() { printf '%s' "$1" | sed -E 's#/+$##; s#^.*/##; s#[^A-Za-z0-9._-]+#-#g; s#^-+|-+$##g' | cut -c1-40; }
 
+# zoo_build MODEL... : the zoo: entries among MODEL... that are not built yet, built side by side (one process
+# and one torch thread each) before any stage needs them; other models are left alone
+zoo_build() {
+  local names=() m
+  for m in "$@"; do if [[ "$m" == zoo:* ]]; then names+=("${m#zoo:}"); fi; done
+  if (( ${#names[@]} )); then "${VLM[@]}" zoo build "${names[@]}" >&2 || die "could not build ${names[*]}"; fi
+}
+
 # the model family from the checkpoint's config.json (never from the id string)
 family() { "${VLM[@]}" family "$1"; }
 

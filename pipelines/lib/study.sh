@@ -12,6 +12,9 @@
 #   preset's data: a generated toy world of TOY_SCENES (360) scenes in the Hypo3D format, in $RUNS_DIR/toyworld)
 #   IMAGES_DIR (DATA dir/images)  AXIS_DEFINITIONS (DATA dir/axis_definition.xlsx, if present)
 #   RECIPE (hypo3d-cot: the CoT recipe of the teacher's transcripts and of the CoT evaluations)
+#   TEACHER_RECIPE (what the teacher LoRA learns: direct = gold answers; a recipe with gold phases, e.g. hypo3d-cot,
+#   = the data's gold reasoning too. Default: RECIPE on the generated toy world, whose scene listings are gold
+#   reasoning; direct on given data, since the published benchmark files have none)
 #   TEACHER_EPOCHS  EPOCHS (the students')  LR (e.g. ~2e-4 for 7B models)  BATCH_SIZE   python -m vlm finetune
 #   ALPHA  TEMPERATURE  DIVERGENCE                                                 python -m vlm finetune (KD)
 #   TOP_K  KD_FALLBACK (1 = the student trains CE on the CoT if the tokenizers differ)   python -m vlm generate_cot
@@ -33,9 +36,12 @@ if [[ -n "${TRAIN_DATA_PATH:-}" ]]; then
 else
   # default: a generated toy world big enough for >= 300 CoT-test questions (TOY_SCENES scenes x 6 questions; the
   # CoT test split is 0.5 x 0.3 of the scenes); the 40-scene sample in hypo_dataset/sample stays for the tests
-  DATA="${3:-${DATA:-$(toy_world_data "${TOY_SCENES:-360}")}}"
+  # the teacher LoRA learns its gold reasoning (the scene listings) too, unless TEACHER_RECIPE says otherwise
+  DATA="${3:-${DATA:-}}"
+  if [[ -z "$DATA" ]]; then DATA="$(toy_world_data "${TOY_SCENES:-360}")"; TEACHER_RECIPE="${TEACHER_RECIPE:-$RECIPE}"; fi
   require_file "$DATA" "benchmark JSON"
 fi
+TEACHER_RECIPE="${TEACHER_RECIPE:-direct}"
 IMAGES_DIR="${IMAGES_DIR:-$(dirname "$DATA")/images}"
 axis_file="$(dirname "$DATA")/axis_definition.xlsx"  # Hypo3D's orientation definitions, where the data has them
 if [[ -z "${AXIS_DEFINITIONS:-}" && -e "$axis_file" ]]; then AXIS_DEFINITIONS="$axis_file"; fi
@@ -47,7 +53,7 @@ for var in "${SPLIT_VARS[@]}"; do
 done
 
 start_run "$TEACHER" "$STUDENT" "${RUN_TAG:+$RUN_TAG-}$BENCHMARK" "${SPLIT_VARS[@]}" TEACHER STUDENT DATA TOY_SCENES BENCHMARK \
-  IMAGES_DIR AXIS_DEFINITIONS RECIPE SEED LIMIT TEACHER_EPOCHS EPOCHS LR BATCH_SIZE ALPHA TEMPERATURE DIVERGENCE TOP_K \
+  IMAGES_DIR AXIS_DEFINITIONS RECIPE TEACHER_RECIPE SEED LIMIT TEACHER_EPOCHS EPOCHS LR BATCH_SIZE ALPHA TEMPERATURE DIVERGENCE TOP_K \
   KD_FALLBACK "${SCALE_VARS[@]}"
 # The variants in report order; every evaluate call below names one of them. The answer prior has no image.
 VARIANTS=(prior teacher_zeroshot teacher_lora student_zeroshot student_lora student_cot_sft student_kd
@@ -66,6 +72,7 @@ env_flags TEACHER_EPOCHS_ARGS TEACHER_EPOCHS:epochs
 env_flags EPOCHS_ARGS EPOCHS:epochs
 env_flags KD_ARGS ALPHA:alpha TEMPERATURE:temperature DIVERGENCE:divergence
 env_flags COT_ARGS TOP_K:top_k KD_FALLBACK=1:fallback_to_ce
+zoo_build "$TEACHER" "$STUDENT"
 log "teacher family: $(family "$TEACHER"), student family: $(family "$STUDENT")"
 
 # 1. Seeded, scene-disjoint splits: teacher-LoRA train/val vs the CoT pool (40/10/50), then the pool into CoT
@@ -101,10 +108,11 @@ run_stage eval_prior -- "${VLM[@]}" prior --train "$COT_TRAIN" --test "$COT_TEST
   --out "$RUN_DIR/eval/prior/direct/blind/predictions.jsonl"
 run_stage metrics_prior -- "${VLM[@]}" metrics "$RUN_DIR/eval/prior/direct/blind/predictions.jsonl" --no_sbert
 
-# 3. Teacher: zero-shot, then LoRA on its own split (CE on gold answers).
+# 3. Teacher: zero-shot, then LoRA on its own split (CE on the gold targets of TEACHER_RECIPE: answers, or the
+#    data's gold reasoning + answers).
 evaluate teacher_zeroshot "$TEACHER" ""
 run_stage teacher_lora -- "${VLM_RUN[@]}" finetune --model "$TEACHER" --data "$TEACHER_TRAIN" "${DATA_ARGS[@]}" \
-  "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" "${TEACHER_EPOCHS_ARGS[@]}" "${TRAIN_ARGS[@]}" \
+  --recipe "$TEACHER_RECIPE" "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" "${TEACHER_EPOCHS_ARGS[@]}" "${TRAIN_ARGS[@]}" \
   --out_dir "$RUN_DIR/train/teacher_lora"
 
 # teacher_cache STAGE OUT_DIR [FLAG...]: the LoRA teacher with the CoT recipe on the CoT-train split, its raw top-k
