@@ -571,8 +571,9 @@ def main(cfg: Config) -> int:
         if cfg.rebuild and is_built(name):
             shutil.rmtree(entry_dir(name))
     todo = [n for n in names if not is_built(n)]
-    if len(todo) > 1 and (cfg.jobs or os.cpu_count() or 1) > 1:
-        return build_in_parallel(todo, cfg.jobs or os.cpu_count())
+    jobs = cfg.jobs or os.cpu_count() or 1
+    if len(todo) > 1 and jobs > 1:
+        return build_in_parallel(todo, jobs)
     for name in names:
         ensure(name)
     return 0
