@@ -248,7 +248,7 @@ def test_sister_preset_dry_run_forwards_what_is_set(tmp_path):
     teacher, student = fake_checkpoint(tmp_path / "teacher"), fake_checkpoint(tmp_path / "student", "qwen2_vl")
     r, run_dir, manifest, stages = dry_run(tmp_path, "scanqa_modular_cot_inference_pipeline.sh", teacher, student,
                                            LR="2e-4", EPOCHS="2", TEACHER_EPOCHS="1", ALPHA="0.3", TOP_K="8", LIMIT="4",
-                                           SEED="7", RECIPE="direct")
+                                           SEED="7", RECIPE="direct", ANSWER_WEIGHT="4")
     assert manifest["config"]["KD_FALLBACK"] == "1" and manifest["config"]["BENCHMARK"] == "scanqa"
     assert manifest["config"]["AXIS_DEFINITIONS"] == "" and flag(stages["teacher_lora"], "--axis_definitions") is None
     assert flag(stages["teacher_cot"], "--fallback_to_ce") is True and flag(stages["teacher_cot"], "--top_k") == "8"
@@ -258,6 +258,9 @@ def test_sister_preset_dry_run_forwards_what_is_set(tmp_path):
         assert (flag(argv, "--lr"), flag(argv, "--seed"), flag(argv, "--limit")) == ("2e-4", "7", "4")
     check_student_arms(stages, run_dir)
     assert {flag(stages[n], "--epochs") for n in STUDENTS} == {"2"}
+    # the answer weight is a student-arm setting: every arm alike, not the teacher LoRA
+    assert {flag(stages[n], "--answer_weight") for n in STUDENTS} == {"4"}
+    assert flag(stages["teacher_lora"], "--answer_weight") is None and manifest["config"]["ANSWER_WEIGHT"] == "4"
     assert flag(stages["student_cot_sft"], "--alpha") is None
     assert flag(stages["student_kd_blind_cache"], "--alpha") == "0.3"
     assert flag(stages["teacher_cot_blind"], "--top_k") == "8" and flag(stages["teacher_cot_blind"], "--fallback_to_ce")

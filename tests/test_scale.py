@@ -220,9 +220,10 @@ def test_image_budget_sets_processor_and_model_alike(mirrors):
 
 def test_bad_flags_fail_before_any_model_loads(tmp_path):
     r = run_vlm("finetune", "--model", "zoo:no-such-entry", "--data", SAMPLE / "hypo3d.json", "--images_dir", SAMPLE / "images",
-                "--alpha", "1.5", "--temperature", "0", "--logit_chunk_rows", "0", "--out_dir", tmp_path / "x")
+                "--alpha", "1.5", "--temperature", "0", "--logit_chunk_rows", "0", "--answer_weight", "0",
+                "--out_dir", tmp_path / "x")
     assert r.returncode == 2
-    for flag in ("--alpha", "--temperature", "--logit_chunk_rows"):
+    for flag in ("--alpha", "--temperature", "--logit_chunk_rows", "--answer_weight"):
         assert flag in r.stderr
     assert "no-such-entry" not in r.stderr and not (tmp_path / "x").exists()
     if not torch.cuda.is_available():

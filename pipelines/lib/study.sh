@@ -17,6 +17,7 @@
 #   reasoning; direct on given data, since the published benchmark files have none)
 #   TEACHER_EPOCHS  EPOCHS (the students')  LR (e.g. ~2e-4 for 7B models)  BATCH_SIZE   python -m vlm finetune
 #   ALPHA  TEMPERATURE  DIVERGENCE                                                 python -m vlm finetune (KD)
+#   ANSWER_WEIGHT (every student arm: weight of the answer turn against the reasoning turns; 1 = token mean)
 #   TOP_K  KD_FALLBACK (1 = the student trains CE on the CoT if the tokenizers differ)   python -m vlm generate_cot
 #   TRAIN_DATA_PATH TEST_DATA_PATH VAL_DATA_PATH: given splits instead of DATA (no split stage; the teacher LoRA,
 #   the teacher's CoT and every student train on TRAIN_DATA_PATH; VAL_DATA_PATH is checked and recorded)
@@ -53,8 +54,8 @@ for var in "${SPLIT_VARS[@]}"; do
 done
 
 start_run "$TEACHER" "$STUDENT" "${RUN_TAG:+$RUN_TAG-}$BENCHMARK" "${SPLIT_VARS[@]}" TEACHER STUDENT DATA TOY_SCENES BENCHMARK \
-  IMAGES_DIR AXIS_DEFINITIONS RECIPE TEACHER_RECIPE SEED LIMIT TEACHER_EPOCHS EPOCHS LR BATCH_SIZE ALPHA TEMPERATURE DIVERGENCE TOP_K \
-  KD_FALLBACK "${SCALE_VARS[@]}"
+  IMAGES_DIR AXIS_DEFINITIONS RECIPE TEACHER_RECIPE SEED LIMIT TEACHER_EPOCHS EPOCHS LR BATCH_SIZE ALPHA TEMPERATURE DIVERGENCE ANSWER_WEIGHT \
+  TOP_K KD_FALLBACK "${SCALE_VARS[@]}"
 # The variants in report order; every evaluate call below names one of them. The answer prior has no image.
 VARIANTS=(prior teacher_zeroshot teacher_lora student_zeroshot student_lora student_cot_sft student_kd
   student_kd_blind_cache)
@@ -70,6 +71,7 @@ DATA_ARGS=(--images_dir "$IMAGES_DIR" "${AXIS_ARGS[@]}" --benchmark "$BENCHMARK"
 env_flags TRAIN_ARGS LR:lr BATCH_SIZE:batch_size SEED:seed; TRAIN_ARGS+=("${LIMIT_ARGS[@]}")
 env_flags TEACHER_EPOCHS_ARGS TEACHER_EPOCHS:epochs
 env_flags EPOCHS_ARGS EPOCHS:epochs
+env_flags STUDENT_LOSS_ARGS ANSWER_WEIGHT:answer_weight
 env_flags KD_ARGS ALPHA:alpha TEMPERATURE:temperature DIVERGENCE:divergence
 env_flags COT_ARGS TOP_K:top_k KD_FALLBACK=1:fallback_to_ce
 zoo_build "$TEACHER" "$STUDENT"
@@ -131,11 +133,12 @@ teacher_cache teacher_cot "$RUN_DIR/cot"
 teacher_cache teacher_cot_blind "$RUN_DIR/cot_blind" --transcripts "$RUN_DIR/cot/transcripts.jsonl" --mode blind
 
 # student NAME [FLAG...]: one student arm into train/NAME. Every arm gets the same data, epochs, LR, batch size,
-# seed and limit, so the arms differ only in their loss.
+# answer weight, seed and limit, so the arms differ only in their loss.
 student() {
   local name="$1"; shift
   run_stage "$name" -- "${VLM_RUN[@]}" finetune --model "$STUDENT" --data "$COT_TRAIN" "${DATA_ARGS[@]}" "$@" \
-    "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" "${EPOCHS_ARGS[@]}" "${TRAIN_ARGS[@]}" --out_dir "$RUN_DIR/train/$name"
+    "${MODEL_ARGS[@]}" "${TRAIN_SCALE_ARGS[@]}" "${EPOCHS_ARGS[@]}" "${STUDENT_LOSS_ARGS[@]}" "${TRAIN_ARGS[@]}" \
+    --out_dir "$RUN_DIR/train/$name"
 }
 
 # 5. Student: zero-shot; LoRA on gold answers (the standard baseline); SFT on the teacher's CoT text only

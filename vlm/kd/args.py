@@ -23,6 +23,9 @@ class KDArguments:
     temperature: float = field(default=1.0, metadata={"help": "kd: softmax temperature T (the divergence is scaled by T^2)"})
     divergence: str = field(default="forward_kl", metadata={"help": f"kd: {' | '.join(DIVERGENCES)}"})
     jsd_beta: float = field(default=0.5, metadata={"help": "kd: beta of the generalised JSD"})
+    answer_weight: float = field(default=1.0, metadata={
+        "help": "weight of the last assistant turn's tokens (the answer) against the earlier turns' (the reasoning) in a "
+                "weighted token mean; 1 = the plain token mean. Direct (one-turn) targets are unaffected"})
     logit_chunk_rows: int = field(default=DEFAULT_CHUNK_ROWS, metadata={
         "help": "target positions per LM-head chunk: the loss never holds more than this many float32 vocabulary rows"})
 
@@ -38,6 +41,8 @@ class KDArguments:
                              f"unknown divergence '{self.divergence}' (known: {', '.join(DIVERGENCES)})"))
         if not 0.0 <= self.jsd_beta <= 1.0:
             problems.append(("flags", "--jsd_beta", f"must be in [0, 1], got {self.jsd_beta}"))
+        if not self.answer_weight > 0:
+            problems.append(("flags", "--answer_weight", f"must be > 0, got {self.answer_weight}"))
         problems += flags_below(self, {"logit_chunk_rows": 1})
         return problems
 

@@ -175,6 +175,25 @@ def count_targets(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
+def target_weights(labels: torch.Tensor, answer_weight: float) -> torch.Tensor:
+    """Per-token loss weights at label positions [B, L] (float32): ``answer_weight`` on the targets of each row's
+    LAST assistant turn (its answer: the last unbroken run of targets), 1 on the earlier turns (the reasoning), 0
+    where there is no target. A row with one assistant turn is all answer, so its weighted mean is its plain mean."""
+    is_target = labels != IGNORE_INDEX
+    pos = torch.arange(labels.shape[-1], device=labels.device).expand_as(labels)
+    last = torch.where(is_target, pos, -1).amax(-1, keepdim=True)
+    gap = torch.where(~is_target & (pos < last), pos, -1).amax(-1, keepdim=True)  # last non-target before it
+    weights = is_target.float()
+    weights[is_target & (pos > gap)] = float(answer_weight)
+    return weights
+
+
+def weighted_count(labels: torch.Tensor, answer_weight: float) -> torch.Tensor:
+    """Σ of ``target_weights`` under the shift: the denominator of the weighted token mean (= ``count_targets``
+    at weight 1)."""
+    return target_weights(labels, answer_weight)[:, 1:].sum()
+
+
 def combined_loss(ce_sum: torch.Tensor, kd_sum: torch.Tensor, n_tokens: int | torch.Tensor, alpha: float,
                   temperature: float = 1.0) -> torch.Tensor:
     """(α·CE_sum + (1 − α)·T²·KD_sum) / n_tokens. ``n_tokens``: target tokens of the WHOLE accumulated batch
@@ -196,28 +215,31 @@ def combined_loss(ce_sum: torch.Tensor, kd_sum: torch.Tensor, n_tokens: int | to
 DEFAULT_CHUNK_ROWS = 32
 
 
-def _chunk_sums(rows, head, targets, t_ids, t_logprobs, t_tail, divergence, beta, temperature):
+def _chunk_sums(rows, head, targets, weights, t_ids, t_logprobs, t_tail, divergence, beta, temperature):
     # CE as logsumexp - target logit, sharing the logsumexp with the KD buckets at T = 1: every [rows, V] copy
     # autograd keeps is one more vocabulary-wide block per chunk
     logits = head(rows).float()
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-    ce = (lse.squeeze(-1) - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)).sum()
+    ce = lse.squeeze(-1) - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    weigh = (lambda x: x.sum()) if weights is None else (lambda x: (x * weights).sum())  # noqa: E731
     if t_ids is None:
-        return ce, ce.new_zeros(())
+        return weigh(ce), ce.new_zeros(())
     kd = topk_divergence(logits, t_ids, t_logprobs, t_tail, divergence, beta, temperature,
                          lse=lse if temperature == 1.0 else None)
-    return ce, kd.sum()
+    return weigh(ce), weigh(kd)
 
 
 def chunked_sums(rows: torch.Tensor, head, targets: torch.Tensor, teacher: TopK | None = None, *,
                  divergence: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(CE sum, KD sum or None) over target rows, with the LM ``head`` applied ``chunk_rows`` rows at a time.
 
     The same sums as ``ce_sum`` / ``kd_loss`` on full logits, without ever holding more than one float32
     [chunk_rows, V] block: each chunk runs under activation checkpointing, so only its hidden rows are kept
     for backward and its logits are recomputed there. ``head``: rows [n, H] -> logits [n, V] (the LM head
-    module or its forward); ``teacher``: rows aligned with ``rows`` (ids / logprobs [N, k], log_tail [N])."""
+    module or its forward); ``teacher``: rows aligned with ``rows`` (ids / logprobs [N, k], log_tail [N]);
+    ``weights``: a weight per row [N] (``target_weights``), or None for plain sums."""
     from torch.utils.checkpoint import checkpoint
 
     if chunk_rows < 1:
@@ -233,7 +255,8 @@ def chunked_sums(rows: torch.Tensor, head, targets: torch.Tensor, teacher: TopK 
         hi = lo + chunk_rows
         t = (None, None, None) if teacher is None else (teacher.ids[lo:hi].long(), teacher.logprobs[lo:hi].float(),
                                                         teacher.log_tail[lo:hi].float())
-        args = (rows[lo:hi], head, targets[lo:hi], *t, divergence, beta, temperature)
+        w = None if weights is None else weights[lo:hi].float()
+        args = (rows[lo:hi], head, targets[lo:hi], w, *t, divergence, beta, temperature)
         c, k = checkpoint(_chunk_sums, *args, use_reentrant=False) if grad else _chunk_sums(*args)
         ce, kd = ce + c, kd + k
     return ce, (kd if teacher is not None else None)
@@ -241,15 +264,19 @@ def chunked_sums(rows: torch.Tensor, head, targets: torch.Tensor, teacher: TopK 
 
 def target_loss_sums(model, inputs: dict, labels: torch.Tensor, teacher: TopK | None = None, *,
                      divergence: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0,
-                     chunk_rows: int = DEFAULT_CHUNK_ROWS):
+                     chunk_rows: int = DEFAULT_CHUNK_ROWS, answer_weight: float = 1.0):
     """One training forward: (CE sum, KD sum or None, model output) over the target tokens of ``labels``, with the
     LM head applied inside the forward to the target rows only (``head_replaced`` + ``chunked_sums``).
-    ``teacher``: cached top-k aligned to label positions ([B, L, k] / [B, L], ``align_teacher``)."""
+    ``teacher``: cached top-k aligned to label positions ([B, L, k] / [B, L], ``align_teacher``).
+    ``answer_weight`` != 1: each token's terms weighted by ``target_weights`` (sums to divide by ``weighted_count``)."""
+    weights = None if answer_weight == 1.0 else target_weights(labels, answer_weight)
+
     def sums(head_forward, hidden):
         rows, targets, mask = shifted_rows(hidden, labels)
         rows_teacher = None if teacher is None else TopK(*(t[:, 1:][mask] for t in teacher[:3]))
         ce, kd = chunked_sums(rows, head_forward, targets, rows_teacher, divergence=divergence, beta=beta,
-                              temperature=temperature, chunk_rows=chunk_rows)
+                              temperature=temperature, chunk_rows=chunk_rows,
+                              weights=None if weights is None else weights[:, 1:][mask])
         return torch.stack([ce, ce.new_zeros(()) if kd is None else kd])
 
     with head_replaced(model, sums):

@@ -20,7 +20,7 @@ from transformers import Trainer, TrainerCallback
 
 from vlm.kd.args import KDArguments
 from vlm.kd.cache import TopK
-from vlm.kd.losses import combined_loss, count_targets, target_loss_sums
+from vlm.kd.losses import combined_loss, count_targets, target_loss_sums, weighted_count
 
 TEACHER_KEYS = ("teacher_ids", "teacher_logprobs", "teacher_log_tail")  # batch keys of the teacher's TopK, in field order
 
@@ -40,12 +40,17 @@ class DistillTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher = {k: inputs.pop(k) for k in TEACHER_KEYS if k in inputs}
         labels = inputs.pop("labels")
-        n = num_items_in_batch if num_items_in_batch is not None else count_targets(labels)
+        weight = self.kd_args.answer_weight
+        if num_items_in_batch is not None:
+            n = num_items_in_batch
+        else:
+            n = count_targets(labels) if weight == 1.0 else weighted_count(labels, weight)
         topk = TopK(*(teacher[k] for k in TEACHER_KEYS)) if teacher and self.kd_active else None
         kd_args = self.kd_args
         # the LM head runs inside the forward on the target rows only, in chunks: no [batch, sequence, vocabulary] logits
         ce, kd, outputs = target_loss_sums(model, inputs, labels, topk, divergence=kd_args.divergence, beta=kd_args.jsd_beta,
-                                           temperature=kd_args.temperature, chunk_rows=kd_args.logit_chunk_rows)
+                                           temperature=kd_args.temperature, chunk_rows=kd_args.logit_chunk_rows,
+                                           answer_weight=weight)
         if kd is not None:
             loss = combined_loss(ce, kd, n, kd_args.alpha, kd_args.temperature)
             self._parts["kd_loss"].append(float(kd.detach() / n))
@@ -55,6 +60,17 @@ class DistillTrainer(Trainer):
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.args.world_size  # DDP averages gradients over ranks; n is the global count
         return (loss, outputs) if return_outputs else loss
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The Trainer's micro-batches and target count; with an answer weight the count is the weighted one (the
+        denominator of the weighted token mean), summed over the accumulation micro-batches and the devices."""
+        batches, n = super().get_batch_samples(epoch_iterator, num_batches, device)
+        weight = self.kd_args.answer_weight
+        if weight != 1.0 and n is not None and batches and "labels" in batches[0]:
+            n = sum(weighted_count(b["labels"], weight) for b in batches).to(device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                n = self.accelerator.gather(n).sum()
+        return batches, n
 
     def log(self, logs, *args, **kwargs):
         for key, values in self._parts.items():
