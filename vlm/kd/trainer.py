@@ -4,7 +4,9 @@
 teacher's cached top-k (``TEACHER_KEYS``, built by the finetune Collator) and KD is active,
 ``alpha * CE + (1 - alpha) * T^2 * KD`` — summed over the target tokens and divided by ``num_items_in_batch``:
 the target count of the whole accumulated batch on every device, so neither gradient accumulation nor the
-number of devices changes the objective (vlm/kd/losses.py states the conventions). ``JsonlLog`` appends the
+number of devices changes the objective (vlm/kd/losses.py states the conventions). With ``answer_weight`` != 1
+every term and the count carry ``target_weights`` (the answer turn weighed against the reasoning turns): a
+weighted token mean, still over the whole accumulated batch. ``JsonlLog`` appends the
 Trainer's log, with the ``ce_loss`` / ``kd_loss`` parts, to a JSONL file.
 
     trainer = DistillTrainer(model=model, args=training_args, train_dataset=rows, data_collator=collator,
@@ -20,14 +22,15 @@ from transformers import Trainer, TrainerCallback
 
 from vlm.kd.args import KDArguments
 from vlm.kd.cache import TopK
-from vlm.kd.losses import combined_loss, count_targets, target_loss_sums, weighted_count
+from vlm.kd.losses import combined_loss, target_loss_sums, weighted_count
 
 TEACHER_KEYS = ("teacher_ids", "teacher_logprobs", "teacher_log_tail")  # batch keys of the teacher's TopK, in field order
 
 
 class DistillTrainer(Trainer):
     """compute_loss = (alpha*CE + (1-alpha)*T^2*KD) summed over target tokens / num_items_in_batch (the target
-    count of the whole accumulated batch), so the loss is already scaled for gradient accumulation."""
+    count of the whole accumulated batch; weighted, with an answer weight), so the loss is already scaled for
+    gradient accumulation."""
 
     loss_is_scaled_for_ga = True
 
@@ -40,17 +43,13 @@ class DistillTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher = {k: inputs.pop(k) for k in TEACHER_KEYS if k in inputs}
         labels = inputs.pop("labels")
-        weight = self.kd_args.answer_weight
-        if num_items_in_batch is not None:
-            n = num_items_in_batch
-        else:
-            n = count_targets(labels) if weight == 1.0 else weighted_count(labels, weight)
-        topk = TopK(*(teacher[k] for k in TEACHER_KEYS)) if teacher and self.kd_active else None
         kd_args = self.kd_args
+        n = num_items_in_batch if num_items_in_batch is not None else weighted_count(labels, kd_args.answer_weight)
+        topk = TopK(*(teacher[k] for k in TEACHER_KEYS)) if teacher and self.kd_active else None
         # the LM head runs inside the forward on the target rows only, in chunks: no [batch, sequence, vocabulary] logits
         ce, kd, outputs = target_loss_sums(model, inputs, labels, topk, divergence=kd_args.divergence, beta=kd_args.jsd_beta,
                                            temperature=kd_args.temperature, chunk_rows=kd_args.logit_chunk_rows,
-                                           answer_weight=weight)
+                                           answer_weight=kd_args.answer_weight)
         if kd is not None:
             loss = combined_loss(ce, kd, n, kd_args.alpha, kd_args.temperature)
             self._parts["kd_loss"].append(float(kd.detach() / n))
