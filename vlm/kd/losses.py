@@ -175,16 +175,21 @@ def count_targets(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
+def turn_index(labels: torch.Tensor) -> torch.Tensor:
+    """[B, L] labels -> [B, L] long: 1, 2, … on the targets of each row's first, second, … assistant turn (an
+    unbroken run of targets), 0 where there is no target."""
+    on = labels != IGNORE_INDEX
+    starts = on & ~F.pad(on[:, :-1], (1, 0))  # first token of each turn
+    return torch.cumsum(starts.long(), dim=1) * on
+
+
 def target_weights(labels: torch.Tensor, answer_weight: float) -> torch.Tensor:
     """Per-token loss weights at label positions [B, L] (float32): ``answer_weight`` on the targets of each row's
-    LAST assistant turn (its answer: the last unbroken run of targets), 1 on the earlier turns (the reasoning), 0
-    where there is no target. A row with one assistant turn is all answer, so its weighted mean is its plain mean."""
-    is_target = labels != IGNORE_INDEX
-    pos = torch.arange(labels.shape[-1], device=labels.device).expand_as(labels)
-    last = torch.where(is_target, pos, -1).amax(-1, keepdim=True)
-    gap = torch.where(~is_target & (pos < last), pos, -1).amax(-1, keepdim=True)  # last non-target before it
-    weights = is_target.float()
-    weights[is_target & (pos > gap)] = float(answer_weight)
+    LAST assistant turn (its answer), 1 on the earlier turns (the reasoning), 0 where there is no target. A row
+    with one assistant turn is all answer, so its weighted mean is its plain mean."""
+    turn = turn_index(labels)
+    weights = (turn > 0).float()
+    weights[(turn > 0) & (turn == turn.amax(-1, keepdim=True))] = float(answer_weight)
     return weights
 
 

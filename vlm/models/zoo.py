@@ -373,12 +373,12 @@ def answer_weighted_loss(model, inputs, weight: float):
     import torch.nn.functional as F
 
     from vlm.kd.cache import shifted_rows
+    from vlm.kd.losses import turn_index
     from vlm.models.base import IGNORE_INDEX, head_replaced
 
     labels = inputs["labels"]
     on = labels[:, 1:] != IGNORE_INDEX
-    starts = on & ~F.pad(on[:, :-1], (1, 0))  # first token of each assistant turn
-    turn = torch.cumsum(starts.long(), dim=1)  # 1 = observe, 2 = imagine, 3.. = answers
+    turn = turn_index(labels[:, 1:])  # 1 = observe, 2 = imagine, 3.. = answers
     w = torch.where(turn > 2, weight, 1.0)[on]  # per labelled row, in shifted_rows' order
 
     def weighted_ce(head_forward, hidden):
